@@ -1,0 +1,5 @@
+"""rvm-toolkit: the PyTorch reference of Robust Video Matting and the jobs built on it."""
+from .model import MattingNetwork
+
+__version__ = "0.1.0"
+__all__ = ["MattingNetwork", "__version__"]

@@ -1,0 +1,3 @@
+from .network import REFINERS, VARIANTS, MattingNetwork
+
+__all__ = ["MattingNetwork", "VARIANTS", "REFINERS"]

@@ -1,0 +1,69 @@
+"""Guided-filter refiners that lift the low-resolution matte to full resolution."""
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+def with_luma(x: Tensor) -> Tensor:
+    return torch.cat([x, x.mean(1, keepdim=True)], dim=1)
+
+
+def resize_to(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, (like.size(2), like.size(3)), mode="bilinear", align_corners=False)
+
+
+class DeepGuidedFilterRefiner(nn.Module):
+    def __init__(self, hid_channels: int = 16):
+        super().__init__()
+        self.box_filter = nn.Conv2d(4, 4, kernel_size=3, padding=1, bias=False, groups=4)
+        nn.init.constant_(self.box_filter.weight, 1 / 9)
+        self.conv = nn.Sequential(
+            nn.Conv2d(4 * 2 + hid_channels, hid_channels, 1, bias=False), nn.BatchNorm2d(hid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hid_channels, hid_channels, 1, bias=False), nn.BatchNorm2d(hid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hid_channels, 4, 1, bias=True))
+
+    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> Tuple[Tensor, Tensor]:
+        fine_x, base_x = with_luma(fine_src), with_luma(base_src)
+        base_y = torch.cat([base_fgr, base_pha], dim=1)
+        mean_x = self.box_filter(base_x)
+        mean_y = self.box_filter(base_y)
+        cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
+        var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
+        a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
+        b = mean_y - a * mean_x
+        out = resize_to(a, fine_x) * fine_x + resize_to(b, fine_x)
+        fgr, pha = out.split([3, 1], dim=1)
+        return fgr, pha
+
+
+def box_filter_3tap(x: Tensor) -> Tensor:
+    """Separable 3x3 mean with zero padding (radius 1), as the fast guided filter defines it."""
+    channels = x.size(1)
+    kernel = torch.full((channels, 1, 1, 3), 1 / 3, dtype=x.dtype, device=x.device)
+    x = F.conv2d(x, kernel, padding=(0, 1), groups=channels)
+    return F.conv2d(x, kernel.transpose(2, 3), padding=(1, 0), groups=channels)
+
+
+class FastGuidedFilterRefiner(nn.Module):
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> Tuple[Tensor, Tensor]:
+        fine_x, base_x = with_luma(fine_src), with_luma(base_src)
+        base_y = torch.cat([base_fgr, base_pha], dim=1)
+        mean_x = box_filter_3tap(base_x)
+        mean_y = box_filter_3tap(base_y)
+        cov_xy = box_filter_3tap(base_x * base_y) - mean_x * mean_y
+        var_x = box_filter_3tap(base_x * base_x) - mean_x * mean_x
+        a = cov_xy / (var_x + self.eps)
+        b = mean_y - a * mean_x
+        out = resize_to(a, fine_x) * fine_x + resize_to(b, fine_x)
+        fgr, pha = out.split([3, 1], dim=1)
+        return fgr, pha
