@@ -1,0 +1,37 @@
+# `make demo` sets everything up and runs the main job; `make test` sets up and runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNNER := runtimes/tfjs_runner
+CLIP ?= ../shared/data/clips/person_a.mp4
+
+.PHONY: install node demo test parity bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
+	$(PY) -m pip install -q -e ".[all,test]"
+	touch $@
+
+$(RUNNER)/node_modules/.installed: $(RUNNER)/package.json
+	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(RUNNER)/node_modules/.installed
+
+demo: install
+	$(VENV)/bin/rvm-export --format onnx --precision fp16 -o models/exports --overwrite
+	$(VENV)/bin/rvm convert --model models/exports/rvm_mobilenetv3_fp16.onnx --input-source $(CLIP) \
+		--output-composition out/composition.mp4 --output-alpha out/alpha.mp4 --overwrite
+
+test: install
+	$(PY) -m pytest
+
+parity: install
+	$(VENV)/bin/rvm parity
+
+bench: install
+	$(VENV)/bin/rvm bench
+
+clean:
+	rm -rf $(VENV) $(RUNNER)/node_modules out

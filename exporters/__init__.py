@@ -1,0 +1,120 @@
+"""One entry point, `export(model, format, precision, ...)`, over a registry of per-format exporters.
+
+Each exporter writes its artifact to a temporary path; the artifact is then loaded with the matching
+`Runtime` and compared with PyTorch on real frames (`rvm.compare`) against the explicit tolerance of
+that format and precision. Only a validated artifact is renamed into place; anything else is removed.
+"""
+import importlib
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from rvm.contracts import FORMAT_PRECISIONS, FORMATS, artifact_name
+
+log = logging.getLogger(__name__)
+
+# format -> "module:function"; each function is (model, path, precision, options) -> None
+EXPORTERS: Dict[str, str] = {
+    "torchscript": "exporters.torchscript:export_torchscript",
+    "onnx": "exporters.onnx:export_onnx",
+    "tf": "exporters.tf:export_tf",
+    "tfjs": "exporters.tfjs:export_tfjs",
+    "coreml": "exporters.coreml:export_coreml",
+}
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+@dataclass
+class ExportOptions:
+    """Format options; those a format does not use are ignored by it."""
+    resolution: Optional[Tuple[int, int]] = None  # (width, height): CoreML is fixed-resolution
+    downsample_ratio: Optional[float] = None  # baked into CoreML; validation ratio elsewhere
+    simplify: bool = True  # ONNX: run onnxsim
+    coreml_kind: str = "mlmodel"  # CoreML: 'mlmodel' (neural network) or 'mlpackage' (ML program)
+    validate: bool = True
+    validation_frames: int = 8
+    validation_clip: Optional[str] = None
+
+
+def exporter(fmt: str) -> Callable:
+    module, function = EXPORTERS[fmt].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def check_request(fmt: str, precision: str, options: ExportOptions) -> None:
+    """Refuse unsupported combinations before any work is done."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)} or all")
+    allowed = FORMAT_PRECISIONS[fmt]
+    if precision not in allowed:
+        raise ExportError(f"{fmt} cannot be exported in {precision}: it supports {', '.join(allowed)}")
+    if fmt == "coreml":
+        if options.resolution is None or options.downsample_ratio is None:
+            raise ExportError("CoreML models are fixed-resolution with the ratio baked in: pass --resolution "
+                              "WIDTHxHEIGHT and --downsample-ratio (e.g. --resolution 1920x1080 --downsample-ratio 0.25)")
+        if options.coreml_kind not in ("mlmodel", "mlpackage"):
+            raise ExportError(f"CoreML kind must be mlmodel or mlpackage, got {options.coreml_kind!r}")
+        if options.coreml_kind == "mlpackage" and precision != "fp16":
+            raise ExportError("a CoreML .mlpackage (ML program) is exported in fp16 only: use --precision fp16")
+
+
+def export(model, fmt: str, precision: str = None, output_dir=".", overwrite: bool = False,
+           options: ExportOptions = None) -> Path:
+    """Export `model` (a MattingNetwork) and return the validated artifact's path."""
+    options = options or ExportOptions()
+    precision = precision or FORMAT_PRECISIONS.get(fmt, ("fp32",))[0]
+    check_request(fmt, precision, options)
+    output_dir = Path(output_dir)
+    final = output_dir / artifact_name(fmt, model.variant, precision, options.resolution,
+                                       options.downsample_ratio, options.coreml_kind)
+    if final.exists() and not overwrite:
+        raise ExportError(f"{final} exists: pass --overwrite (overwrite=True) to replace it")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # same folder, same suffix: the rename is atomic and the runtime detects the format from the name
+    temporary = output_dir / f".tmp-{uuid.uuid4().hex[:8]}-{final.name}"
+    try:
+        log.info("exporting %s %s to %s", fmt, precision, final)
+        exporter(fmt)(model.eval(), temporary, precision, options)
+        if options.validate:
+            from .validate import validate_artifact
+            validate_artifact(model, temporary, fmt, precision, options)
+        remove(final)
+        os.replace(temporary, final)
+    finally:
+        remove(temporary)
+    return final
+
+
+COREML_JOBS = (("fp16", "mlmodel"), ("int8", "mlmodel"), ("fp16", "mlpackage"))
+
+
+def export_all(model, output_dir=".", overwrite: bool = False, options: ExportOptions = None,
+               formats=FORMATS) -> List[Path]:
+    """Every format and precision (CoreML: .mlmodel fp16/int8 and .mlpackage fp16, given a resolution)."""
+    options = options or ExportOptions()
+    jobs = []
+    for fmt in formats:
+        if fmt != "coreml":
+            jobs += [(fmt, precision, options) for precision in FORMAT_PRECISIONS[fmt]]
+        elif options.resolution is None:
+            log.warning("skipping CoreML: it needs --resolution and --downsample-ratio")
+        else:
+            jobs += [(fmt, precision, replace(options, coreml_kind=kind)) for precision, kind in COREML_JOBS]
+    return [export(model, fmt, precision, output_dir, overwrite, opts) for fmt, precision, opts in jobs]
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+__all__ = ["export", "export_all", "ExportOptions", "ExportError", "EXPORTERS", "check_request"]

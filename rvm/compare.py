@@ -1,0 +1,80 @@
+"""Run two runtimes over the same frames, each carrying its own recurrent state, and measure how far apart
+they are: per frame, worst frame, and whether the gap grows over time (drift through the state).
+
+Export validation and the parity suite both call `compare`.
+"""
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, List, Optional
+
+import numpy as np
+
+from rvm.contracts import MEAN_TOLERANCES, tolerance
+
+
+@dataclass
+class Comparison:
+    frames: int
+    pha_max: float
+    pha_mean: float
+    fgr_max: float
+    fgr_mean: float
+    worst_frame: int
+    drift: float  # mean alpha error of the last third of frames over that of the first third
+    pha_max_per_frame: List[float] = field(repr=False, default_factory=list)
+    pha_mean_per_frame: List[float] = field(repr=False, default_factory=list)
+
+    def within(self, backend: str, precision: str) -> bool:
+        return not self.failures(backend, precision)
+
+    def failures(self, backend: str, precision: str) -> List[str]:
+        """What exceeds the tolerances of that backend and precision (empty when all hold)."""
+        pha_tol, fgr_tol = tolerance(backend, precision)
+        pha_mean_tol, fgr_mean_tol = MEAN_TOLERANCES[(backend, precision)]
+        problems = []
+        for name, value, limit in (("alpha max", self.pha_max, pha_tol), ("foreground max", self.fgr_max, fgr_tol),
+                                   ("alpha mean", self.pha_mean, pha_mean_tol),
+                                   ("foreground mean", self.fgr_mean, fgr_mean_tol)):
+            if not value <= limit:
+                problems.append(f"{name} abs error {value:.3g} > {limit:.3g}")
+        if self.drifting:
+            problems.append(f"error grows over time: last third {self.drift:.2f}x the first")
+        return problems
+
+    @property
+    def drifting(self) -> bool:
+        # a gap below 1e-5 mean is noise whatever its trend; above, it must not double along the clip
+        return self.drift > 2.0 and self.pha_mean > 1e-5
+
+    def as_dict(self, per_frame: bool = False) -> dict:
+        data = asdict(self)
+        if not per_frame:
+            data.pop("pha_max_per_frame")
+            data.pop("pha_mean_per_frame")
+        return data
+
+
+def compare(reference, candidate, frames: Iterable[np.ndarray], downsample_ratio: Optional[float] = None) -> Comparison:
+    """Feed the same frames (float NCHW or uint8 HWC) to both runtimes from a fresh state."""
+    reference.reset()
+    candidate.reset()
+    pha_max, pha_mean, fgr_max, fgr_mean = [], [], [], []
+    for frame in frames:
+        ref = reference.step(frame, downsample_ratio)
+        out = candidate.step(frame, downsample_ratio)
+        pha_err = np.abs(ref["pha"].astype(np.float32) - out["pha"].astype(np.float32))
+        fgr_err = np.abs(ref["fgr"].astype(np.float32) - out["fgr"].astype(np.float32))
+        if ref["pha"].dtype == np.uint8:
+            pha_err, fgr_err = pha_err / 255, fgr_err / 255
+        pha_max.append(float(pha_err.max()))
+        pha_mean.append(float(pha_err.mean()))
+        fgr_max.append(float(fgr_err.max()))
+        fgr_mean.append(float(fgr_err.mean()))
+    if not pha_max:
+        raise ValueError("compare() needs at least one frame")
+    third = max(1, len(pha_mean) // 3)
+    first, last = np.mean(pha_mean[:third]), np.mean(pha_mean[-third:])
+    return Comparison(
+        frames=len(pha_max), pha_max=max(pha_max), pha_mean=float(np.mean(pha_mean)), fgr_max=max(fgr_max),
+        fgr_mean=float(np.mean(fgr_mean)), worst_frame=int(np.argmax(pha_max)),
+        drift=float(last / first) if first > 0 else (0.0 if last == 0 else float("inf")),
+        pha_max_per_frame=pha_max, pha_mean_per_frame=pha_mean)

@@ -1,0 +1,71 @@
+"""Contracts as data: artifact I/O names, file names and tolerances, read by exporters, runtimes and tests.
+
+See ../shared/spec/CONTRACTS.md for the drop-in compatibility these encode.
+"""
+from typing import Dict, Optional, Tuple
+
+STATE_NAMES = ("r1", "r2", "r3", "r4")
+ONNX_INPUTS = ("src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio")
+ONNX_OUTPUTS = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")
+TF_INPUTS = ONNX_INPUTS
+TF_OUTPUTS = ONNX_OUTPUTS
+
+FORMATS = ("torchscript", "onnx", "tf", "tfjs", "coreml")
+# precisions each format can be exported in; the first is the default
+FORMAT_PRECISIONS: Dict[str, Tuple[str, ...]] = {
+    "torchscript": ("fp32", "fp16"),
+    "onnx": ("fp32", "fp16"),
+    "tf": ("fp32",),
+    "tfjs": ("int8",),  # uint8-quantized weights, as the official TF.js download
+    "coreml": ("fp16", "int8"),
+}
+
+DEFAULT_GREEN = (120, 255, 155)
+
+
+def artifact_name(fmt: str, variant: str, precision: str, resolution: Optional[Tuple[int, int]] = None,
+                  downsample_ratio: Optional[float] = None, coreml_kind: str = "mlmodel") -> str:
+    """Official download names, so users find what they search for."""
+    if fmt == "onnx":
+        return f"rvm_{variant}_{precision}.onnx"
+    if fmt == "torchscript":
+        return f"rvm_{variant}_{precision}.torchscript"
+    if fmt == "tf":
+        return f"rvm_{variant}_tf"
+    if fmt == "tfjs":
+        return f"rvm_{variant}_tfjs_{precision}"
+    if fmt == "coreml":
+        width, height = resolution
+        return f"rvm_{variant}_{width}x{height}_s{downsample_ratio:g}_{precision}.{coreml_kind}"
+    raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+# Max absolute error allowed against PyTorch fp32 on real footage, per backend and precision, over
+# many recurrent frames: (alpha, foreground). One table for export validation and the parity suite.
+TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
+    ("pytorch", "fp32"): (1e-6, 1e-6),
+    ("torchscript", "fp32"): (1e-4, 1e-4),
+    ("torchscript", "fp16"): (2e-2, 2e-2),
+    ("onnx", "fp32"): (1e-4, 1e-4),
+    ("onnx", "fp16"): (2e-2, 2e-2),
+    ("tf", "fp32"): (1e-4, 1e-4),
+    ("tfjs", "int8"): (1.5e-1, 1.5e-1),
+    ("coreml", "fp16"): (3e-2, 3e-2),
+    ("coreml", "int8"): (1.5e-1, 1.5e-1),
+}
+# mean absolute error bounds are much tighter than max: a few pixels at hair edges dominate max
+MEAN_TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
+    key: (alpha / 10, fgr / 10) for key, (alpha, fgr) in TOLERANCES.items()
+}
+
+
+def tolerance(backend: str, precision: str) -> Tuple[float, float]:
+    try:
+        return TOLERANCES[(backend, precision)]
+    except KeyError:
+        raise ValueError(f"no tolerance defined for backend {backend!r} at precision {precision!r}") from None
+
+
+def auto_downsample_ratio(height: int, width: int) -> float:
+    """The official guidance: the downsampled frame's longer side at most 512 px."""
+    return min(512 / max(height, width), 1.0)
