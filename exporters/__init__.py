@@ -93,21 +93,41 @@ def export(model, fmt: str, precision: str = None, output_dir=".", overwrite: bo
 
 
 COREML_JOBS = (("fp16", "mlmodel"), ("int8", "mlmodel"), ("fp16", "mlpackage"))
+COREML_DEFAULT_RESOLUTION, COREML_DEFAULT_RATIO = (1920, 1080), 0.25
+
+
+def plan_exports(fmt: str, precision: Optional[str] = None, options: ExportOptions = None) -> list:
+    """(format, precision, options) for each artifact asked for, all checked before any work starts.
+    `fmt='all'` means every format and precision (CoreML: .mlmodel fp16/int8 and .mlpackage fp16, at the
+    given resolution or else the official 1920x1080 / 0.25), narrowed to `precision` if one is named."""
+    options = options or ExportOptions()
+    if fmt != "all":
+        jobs = [(fmt, precision or FORMAT_PRECISIONS.get(fmt, ("fp32",))[0], options)]
+    else:
+        jobs = []
+        for name in FORMATS:
+            if name != "coreml":
+                jobs += [(name, p, options) for p in FORMAT_PRECISIONS[name] if precision in (None, p)]
+            else:
+                coreml = options
+                if options.resolution is None:  # the official CoreML downloads' default configuration
+                    coreml = replace(options, resolution=COREML_DEFAULT_RESOLUTION,
+                                     downsample_ratio=options.downsample_ratio or COREML_DEFAULT_RATIO)
+                    log.info("CoreML at %dx%d, ratio %g (pass --resolution/--downsample-ratio for others)",
+                             *coreml.resolution, coreml.downsample_ratio)
+                jobs += [(name, p, replace(coreml, coreml_kind=kind)) for p, kind in COREML_JOBS
+                         if precision in (None, p)]
+        if not jobs:
+            raise ExportError(f"no format can be exported in {precision}")
+    for name, p, opts in jobs:
+        check_request(name, p, opts)
+    return jobs
 
 
 def export_all(model, output_dir=".", overwrite: bool = False, options: ExportOptions = None,
-               formats=FORMATS) -> List[Path]:
-    """Every format and precision (CoreML: .mlmodel fp16/int8 and .mlpackage fp16, given a resolution)."""
-    options = options or ExportOptions()
-    jobs = []
-    for fmt in formats:
-        if fmt != "coreml":
-            jobs += [(fmt, precision, options) for precision in FORMAT_PRECISIONS[fmt]]
-        elif options.resolution is None:
-            log.warning("skipping CoreML: it needs --resolution and --downsample-ratio")
-        else:
-            jobs += [(fmt, precision, replace(options, coreml_kind=kind)) for precision, kind in COREML_JOBS]
-    return [export(model, fmt, precision, output_dir, overwrite, opts) for fmt, precision, opts in jobs]
+               precision: Optional[str] = None) -> List[Path]:
+    """Every format and precision; see `plan_exports`."""
+    return [export(model, fmt, p, output_dir, overwrite, opts) for fmt, p, opts in plan_exports("all", precision, options)]
 
 
 def remove(path: Path) -> None:
@@ -117,4 +137,4 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-__all__ = ["export", "export_all", "ExportOptions", "ExportError", "EXPORTERS", "check_request"]
+__all__ = ["export", "export_all", "plan_exports", "ExportOptions", "ExportError", "EXPORTERS", "check_request"]
