@@ -1,0 +1,191 @@
+"""Every backend and precision against PyTorch fp32 on real footage, with recurrent state, in one table.
+
+`rvm parity` prints it; `parity_tests/` asserts it. Each artifact is exported from the same reference
+model into a temporary folder, loaded through `runtimes.load`, and compared with `rvm.compare.compare`.
+"""
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from rvm.compare import compare
+from rvm.contracts import MEAN_TOLERANCES, tolerance
+
+log = logging.getLogger(__name__)
+
+# (row name, backend, precision): the backend's tolerance row is used for the row
+TARGETS = (
+    ("torchscript", "torchscript", "fp32"),
+    ("torchscript", "torchscript", "fp16"),
+    ("onnx", "onnx", "fp32"),
+    ("onnx", "onnx", "fp16"),
+    ("onnx (official download)", "onnx", "fp32"),
+    ("tf", "tf", "fp32"),
+    ("tfjs", "tfjs", "int8"),
+    ("coreml", "coreml", "fp16"),
+    ("coreml", "coreml", "int8"),
+)
+DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf", "tfjs", "coreml")
+OFFICIAL_ONNX_ROW = "onnx (official download)"
+
+
+@dataclass
+class ParityRow:
+    name: str
+    backend: str
+    precision: str
+    status: str  # "ok", "fail", "unavailable", "reference"
+    reason: str = ""
+    frames: int = 0
+    pha_max: Optional[float] = None
+    pha_mean: Optional[float] = None
+    fgr_max: Optional[float] = None
+    fgr_mean: Optional[float] = None
+    worst_frame: Optional[int] = None
+    drift: Optional[float] = None
+    tolerance_max: Optional[List[float]] = None
+    tolerance_mean: Optional[List[float]] = None
+    seconds: float = 0.0
+    pha_mean_per_frame: List[float] = field(default_factory=list, repr=False)
+
+
+def default_clip() -> Optional[Path]:
+    from exporters.validate import default_clip as clip
+    return clip()
+
+
+def official_onnx() -> Optional[Path]:
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "rvm_mobilenetv3_fp32.onnx"
+    return path if path.exists() else None
+
+
+def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, backends=DEFAULT_BACKENDS,
+               official_onnx_path=None, workdir=None) -> List[ParityRow]:
+    """Compare each requested backend with PyTorch fp32 (`model`) over `frames` (uint8 HWC)."""
+    from runtimes.pytorch import PyTorchRuntime
+    reference = PyTorchRuntime(model, device="cpu")
+    height, width = frames[0].shape[:2]
+    rows = [ParityRow("pytorch", "pytorch", "fp32", "reference", reason="the reference", frames=len(frames))] \
+        if "pytorch" in backends else []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for name, backend, precision in TARGETS:
+            if backend not in backends:
+                continue
+            if name == OFFICIAL_ONNX_ROW and (official_onnx_path is None or model.variant != "mobilenetv3"):
+                continue
+            started = time.perf_counter()
+            row = ParityRow(name, backend, precision, "unavailable")
+            try:
+                path = Path(official_onnx_path) if name == OFFICIAL_ONNX_ROW else \
+                    export_for_parity(model, backend, precision, tmp, (width, height), downsample_ratio)
+                candidate = load_runtime(path)
+            except Exception as error:  # reported in the table, never silently passed
+                row.reason = one_line(error)
+                log.warning("%s %s: %s", name, precision, row.reason)
+                rows.append(row)
+                continue
+            with candidate:
+                result = compare(reference, candidate, frames, downsample_ratio)
+            problems = result.failures(backend, precision)
+            row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
+            row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift
+            row.pha_max, row.pha_mean, row.fgr_max, row.fgr_mean = (result.pha_max, result.pha_mean,
+                                                                     result.fgr_max, result.fgr_mean)
+            row.tolerance_max = list(tolerance(backend, precision))
+            row.tolerance_mean = list(MEAN_TOLERANCES[(backend, precision)])
+            row.pha_mean_per_frame = result.pha_mean_per_frame
+            row.seconds = time.perf_counter() - started
+            rows.append(row)
+    return rows
+
+
+def export_for_parity(model, backend: str, precision: str, folder: str, resolution, ratio: float) -> Path:
+    from exporters import ExportOptions, export
+    options = ExportOptions(resolution=resolution if backend == "coreml" else None,
+                            downsample_ratio=ratio, validate=False)
+    return export(model, backend, precision, folder, overwrite=True, options=options)
+
+
+def load_runtime(path):
+    from runtimes import load
+    return load(path, device="cpu")
+
+
+def one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def machine() -> dict:
+    import torch
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def to_markdown(rows: List[ParityRow]) -> str:
+    lines = ["| backend | precision | status | frames | alpha max | alpha mean | fgr max | fgr mean | worst frame "
+             "| drift | tolerance (max) | reason |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(value):
+        return "" if value is None else f"{value:.2e}"
+    for r in rows:
+        tol = "" if r.tolerance_max is None else f"{r.tolerance_max[0]:.0e} / {r.tolerance_max[1]:.0e}"
+        drift = "" if r.drift is None else f"{r.drift:.2f}x"
+        lines.append(f"| {r.name} | {r.precision} | {r.status} | {r.frames or ''} | {num(r.pha_max)} | "
+                     f"{num(r.pha_mean)} | {num(r.fgr_max)} | {num(r.fgr_mean)} | "
+                     f"{'' if r.worst_frame is None else r.worst_frame} | {drift} | {tol} | {r.reason} |")
+    return "\n".join(lines)
+
+
+def to_json(rows: List[ParityRow], context: dict) -> dict:
+    from dataclasses import asdict
+    return {**context, "machine": machine(),
+            "rows": [{k: v for k, v in asdict(r).items() if k != "pha_mean_per_frame"} for r in rows]}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                        help=f"comma-separated subset of {','.join(DEFAULT_BACKENDS)} (default: all)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint name or path (default: the shared official weights if present, else "
+                             "rvm_mobilenetv3)")
+    parser.add_argument("--clip", help="real footage to compare on (default: the project's sample clip)")
+    parser.add_argument("--frames", type=int, default=58, help="recurrent frames per backend (default 58)")
+    parser.add_argument("--downsample-ratio", type=float, default=0.5,
+                        help="ratio for every backend (default 0.5: the refiner is exercised on small clips)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+
+
+def default_checkpoint() -> str:
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "rvm_mobilenetv3_from_official_onnx.pth"
+    return str(shared) if shared.exists() else "rvm_mobilenetv3"
+
+
+def command(args) -> int:
+    import json
+    from rvm.checkpoints import load_model
+    from rvm.video import read_frames
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = sorted(set(backends) - set(DEFAULT_BACKENDS))
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(DEFAULT_BACKENDS)}")
+    clip = Path(args.clip) if args.clip else default_clip()
+    if clip is None:
+        raise ValueError("no clip to compare on: pass --clip VIDEO")
+    checkpoint = args.checkpoint or default_checkpoint()
+    model = load_model(checkpoint)
+    frames = read_frames(clip, args.frames)
+    rows = run_parity(model, frames, args.downsample_ratio, backends, official_onnx())
+    if args.json:
+        context = {"checkpoint": checkpoint, "clip": str(clip), "frames": len(frames),
+                   "downsample_ratio": args.downsample_ratio}
+        print(json.dumps(to_json(rows, context), indent=2))
+    else:
+        print(f"parity against PyTorch fp32: {clip.name}, {len(frames)} frames, ratio {args.downsample_ratio:g}\n")
+        print(to_markdown(rows))
+    return 1 if any(r.status == "fail" for r in rows) else 0
