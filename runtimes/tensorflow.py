@@ -1,0 +1,88 @@
+"""TF SavedModel backend (ours or the official `rvm_*_tf/` download): NHWC inside, NCHW at the boundary.
+
+States stay TF tensors (NHWC) between frames; the first frame gets scalar zeros, as the contract says.
+"""
+import json
+import logging
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from rvm.contracts import TF_INPUTS, TF_OUTPUTS
+
+from .base import BackendUnavailable, Runtime, RuntimeInfo
+
+log = logging.getLogger(__name__)
+METADATA_FILE = "rvm_metadata.json"
+
+
+def import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ImportError as why:
+        raise BackendUnavailable(f"tensorflow is not installed ({why}): pip install 'rvm-toolkit[tf]'") from None
+    return tf
+
+
+class TensorflowRuntime(Runtime):
+    backend = "tf"
+
+    def __init__(self, path, device: str = "auto", **options):
+        tf = import_tensorflow()
+        self.tf = tf
+        path = Path(path)
+        if not (path / "saved_model.pb").exists():
+            raise ValueError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
+        self.device = self._pick_device(device)
+        with tf.device(self.device):
+            self.model = tf.saved_model.load(str(path))
+        metadata_path = path / METADATA_FILE
+        metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+        # official SavedModels are Keras-callable; fall back to the serving signature otherwise
+        self._call = self.model if callable(self.model) else self._serving(self.model)
+        info = RuntimeInfo(self.backend, self.device, metadata.get("precision", "fp32"), path=str(path),
+                           metadata=metadata)
+        super().__init__(info, **options)
+
+    @classmethod
+    def from_path(cls, path, device: str = "auto", **options) -> "TensorflowRuntime":
+        return cls(path, device=device, **options)
+
+    def _pick_device(self, device: str) -> str:
+        gpus = self.tf.config.list_physical_devices("GPU")
+        if device == "auto":
+            return "/GPU:0" if gpus else "/CPU:0"
+        if device == "cpu":
+            return "/CPU:0"
+        if device.startswith("cuda") or device.startswith("gpu"):
+            if not gpus:
+                raise BackendUnavailable(f"device {device!r} asked for, but TensorFlow sees no GPU: use --device cpu")
+            index = device.partition(":")[2] or "0"
+            return f"/GPU:{index}"
+        raise ValueError(f"unknown device {device!r} for TensorFlow: use auto, cpu or cuda[:N]")
+
+    @staticmethod
+    def _serving(model):
+        signature = model.signatures["serving_default"]
+
+        def call(inputs):
+            return signature(**dict(zip(TF_INPUTS, inputs)))
+        return call
+
+    def _run(self, src, state, downsample_ratio):
+        tf = self.tf
+        with tf.device(self.device):
+            rec = state if state is not None else [tf.constant(0.0)] * 4
+            src_nhwc = tf.constant(np.ascontiguousarray(src.transpose(0, 2, 3, 1)))
+            out = self._call([src_nhwc, *rec, tf.constant(downsample_ratio, tf.float32)])
+        fgr = out["fgr"].numpy().transpose(0, 3, 1, 2)
+        pha = out["pha"].numpy().transpose(0, 3, 1, 2)
+        return fgr, pha, [out[name] for name in TF_OUTPUTS[2:]]
+
+    def _state_to_numpy(self, state) -> List[np.ndarray]:
+        return [np.ascontiguousarray(s.numpy().transpose(0, 3, 1, 2)) for s in state]
+
+    def _state_from_numpy(self, arrays: Sequence[np.ndarray]):
+        with self.tf.device(self.device):
+            return [self.tf.constant(np.ascontiguousarray(a.transpose(0, 2, 3, 1))) for a in arrays]
