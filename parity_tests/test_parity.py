@@ -16,11 +16,11 @@ RUNNABLE_HERE = [("pytorch", "fp32"), ("torchscript", "fp32"), ("torchscript", "
 
 @pytest.fixture(scope="module")
 def rows():
-    from rvm.video import read_frames
+    from exporters.validate import validation_frames
     model = MattingNetwork("mobilenetv3", "deep_guided_filter")
     model.load_state_dict(torch.load(need(DGF_WEIGHTS)), strict=False)  # no segmentation head in these weights
-    frames = read_frames(need(CLIPS / "person_a.mp4"), 58)
-    assert len(frames) == 58
+    frames = validation_frames(58, need(CLIPS / "person_a.mp4"))  # 324x184: the clip upscaled 2x
+    assert len(frames) == 58 and frames[0].shape == (184, 324, 3)
     return {(r.name, r.precision): r for r in run_parity(model.eval(), frames, 0.5, official_onnx_path=need(OFFICIAL_ONNX))}
 
 
