@@ -7,7 +7,8 @@ Tanh, arithmetic, ConcatV2, Split, StridedSlice, Pad, BroadcastTo), and every si
 run time, so batch, height, width and the downsample ratio stay dynamic.
 
 Torch matching details:
-- torch pads symmetrically; TF 'SAME' pads asymmetrically at stride 2, so strided convs pad explicitly.
+- torch pads symmetrically; TF 'SAME' pads asymmetrically at stride 2, so strided convs pad explicitly,
+  and so do dilated ones (ONNX Runtime refuses SAME with dilation in a tf2onnx conversion).
 - `avg_pool2d(2, 2, ceil_mode=True, count_include_pad=False)` is 'SAME' AvgPool: the odd edge is padded
   after, and TF leaves padding out of the average.
 - The downsample samples with the ratio itself (`recompute_scale_factor=False`) onto floor(H * ratio) rows,
@@ -118,7 +119,7 @@ class Conv(tf.Module):
         kernel_size = conv.kernel_size[0]
         if pad == 0:
             self.explicit_pad, self.padding = 0, "VALID"
-        elif self.stride == 1 and 2 * pad == self.dilation * (kernel_size - 1):
+        elif self.stride == 1 and self.dilation == 1 and 2 * pad == kernel_size - 1:
             self.explicit_pad, self.padding = 0, "SAME"  # symmetric at stride 1, as torch
         else:
             self.explicit_pad, self.padding = pad, "VALID"
