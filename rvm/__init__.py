@@ -1,6 +1,7 @@
 """rvm-toolkit: the PyTorch reference of Robust Video Matting and the jobs built on it."""
 from .checkpoints import load_model
+from .convert import convert_video
 from .model import MattingNetwork
 
 __version__ = "0.1.0"
-__all__ = ["MattingNetwork", "load_model", "__version__"]
+__all__ = ["MattingNetwork", "load_model", "convert_video", "__version__"]

@@ -1,0 +1,124 @@
+"""The `rvm` command. Each verb is a `_add_<verb>(subparsers)` function registered in VERBS; it sets
+`handler` to the function that runs it with the parsed arguments.
+
+User errors (bad input, existing outputs, bad flags) print one line `rvm: error: ...` and exit 2;
+`-v` shows the traceback of unexpected failures.
+"""
+import argparse
+import logging
+import sys
+from typing import Callable, List, Optional
+
+log = logging.getLogger("rvm")
+
+
+
+def _user_errors() -> tuple:
+    """Errors whose message tells the user what to fix (VideoError, ConvertError are ValueErrors)."""
+    from runtimes.base import BackendUnavailable
+
+    from .checkpoints import CheckpointError
+    return ValueError, FileNotFoundError, PermissionError, CheckpointError, BackendUnavailable
+
+
+def _ratio(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'auto', got {text!r}") from None
+
+
+def _add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="matte a video or image folder; writes composition, alpha, foreground and RGBA outputs",
+        description="Matte a video. Accepts the flags of the official RVM inference.py unchanged.")
+    model = parser.add_argument_group("model (the official flags, or --model for any exported artifact)")
+    model.add_argument("--variant", choices=["mobilenetv3", "resnet50"], help="backbone; inferred from the checkpoint")
+    model.add_argument("--checkpoint", help="PyTorch checkpoint path or known name (default rvm_mobilenetv3)")
+    model.add_argument("--model", metavar="ARTIFACT", help="any artifact: .onnx, .torchscript, SavedModel folder, ...")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    io = parser.add_argument_group("input and outputs")
+    io.add_argument("--input-source", required=True, help="video file or folder of images")
+    io.add_argument("--input-resize", type=int, nargs=2, metavar=("W", "H"), help="resize input frames first")
+    io.add_argument("--downsample-ratio", type=_ratio, default="auto", help="number in (0, 1] or auto (default)")
+    io.add_argument("--output-type", choices=["video", "png_sequence"], default="video")
+    io.add_argument("--output-composition", help="composition on --background (png_sequence: RGBA unless given)")
+    io.add_argument("--output-alpha", help="alpha matte")
+    io.add_argument("--output-foreground", help="predicted foreground")
+    io.add_argument("--output-rgba", metavar="FILE", help="video with real alpha: .mov ProRes 4444 or .webm VP9")
+    io.add_argument("--output-video-mbps", type=float, help="video bitrate in Mbps (default: constant quality)")
+    io.add_argument("--background", metavar="COLOR|IMAGE|VIDEO",
+                    help="composition background: R,G,B or #rrggbb or a colour name, an image, or a video "
+                         "(default green 120,255,155)")
+    io.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    run = parser.add_argument_group("running")
+    run.add_argument("--seq-chunk", type=int, default=1, help="frames per pipeline step (default 1)")
+    run.add_argument("--num-workers", type=int, default=0,
+                     help="accepted for compatibility with the official script; decoding runs in its own thread")
+    run.add_argument("--disable-progress", action="store_true", help="no progress bar")
+    run.add_argument("--sequential", action="store_true", help="no decode/infer/encode overlap (baseline)")
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from .convert import convert_video
+    if args.model and args.checkpoint:
+        raise ValueError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
+    runtime = None
+    if args.model:
+        import runtimes
+        runtime = runtimes.load(args.model, device=args.device)
+    try:
+        summary = convert_video(
+            args.input_source, runtime=runtime, checkpoint=args.checkpoint, variant=args.variant, device=args.device,
+            input_resize=args.input_resize, downsample_ratio=args.downsample_ratio,
+            output_composition=args.output_composition, output_alpha=args.output_alpha,
+            output_foreground=args.output_foreground, output_rgba=args.output_rgba, output_type=args.output_type,
+            output_video_mbps=args.output_video_mbps, background=args.background, seq_chunk=args.seq_chunk,
+            progress=not args.disable_progress, overwrite=args.overwrite, pipeline=not args.sequential)
+    finally:
+        if runtime is not None:
+            runtime.close()
+    print(f"{summary.frames} frames at {summary.fps:g} fps in {summary.seconds:.1f} s "
+          f"({summary.frames_per_second:.1f} frames/s): " + ", ".join(summary.outputs.values()))
+    return 0
+
+
+# verb registration: a new verb is one `_add_<verb>` function and one entry here
+VERBS: List[Callable] = [_add_convert]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rvm", description="Robust Video Matting toolkit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in VERBS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself prints `rvm: error: ...` and exits 2 on bad flags
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("rvm: error: interrupted; no partial outputs were kept", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.verbose:
+            log.exception("failed")
+        if isinstance(error, _user_errors()):
+            print(f"rvm: error: {error}", file=sys.stderr)
+            return 2
+        # unexpected: still one line, the traceback with -v
+        print(f"rvm: error: {type(error).__name__}: {error} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
