@@ -8,7 +8,7 @@ import pytest
 from rvm.convert import ConvertError, convert_video, parse_color
 from rvm.video import VideoError, open_source, read_frames, read_rgba
 
-from .conftest import BACKGROUND, need
+from .conftest import BACKGROUND, CLIPS, need
 from .video_helpers import SHORT_FRAMES, image_folder, png_alphas, reference_runtime, short_clip
 
 
@@ -180,3 +180,23 @@ def test_outputs_are_checked_before_any_work(tmp_path, runtime, clips):
     assert (tmp_path / "pha.mp4").read_bytes() == b"keep me"
     convert_video(clips["person_a"], runtime=runtime, progress=False, output_alpha=tmp_path / "pha.mp4", overwrite=True)
     assert len(read_frames(tmp_path / "pha.mp4")) == SHORT_FRAMES
+
+
+def test_a_truncated_streamable_mp4_fails_mid_video_and_leaves_no_output(tmp_path, runtime):
+    # web mp4s carry their index first (faststart): cut, they open fine and run out of frames mid-stream
+    streamable = tmp_path / "streamable.mp4"
+    with av.open(str(need(CLIPS / "person_a.mp4"))) as source, \
+            av.open(str(streamable), "w", options={"movflags": "faststart"}) as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                output.mux(packet)
+    data = streamable.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 10])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(VideoError, match="is truncated: it declares 58 frames but only"):
+        convert_video(cut, runtime=runtime, progress=False, output_alpha=out / "pha.mp4", output_rgba=out / "rgba.mov")
+    assert os.listdir(out) == []
