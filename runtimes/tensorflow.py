@@ -3,7 +3,6 @@
 States stay TF tensors (NHWC) between frames; the first frame gets scalar zeros, as the contract says.
 """
 import json
-import logging
 from pathlib import Path
 from typing import List, Sequence
 
@@ -13,7 +12,6 @@ from rvm.contracts import TF_INPUTS, TF_OUTPUTS
 
 from .base import BackendUnavailable, Runtime, RuntimeInfo
 
-log = logging.getLogger(__name__)
 METADATA_FILE = "rvm_metadata.json"
 
 

@@ -17,6 +17,7 @@ from rvm.model import MattingNetwork  # noqa: E402
 from rvm.video import read_frames  # noqa: E402
 from runtimes import detect_backend, load  # noqa: E402
 from runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from runtimes.tensorflow import TensorflowRuntime  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
@@ -98,8 +99,11 @@ def test_serving_signature_takes_named_inputs(dgf_saved):
     zero = tf.constant(0.0)
     served = signature(src=frame, r1i=zero, r2i=zero, r3i=zero, r4i=zero, downsample_ratio=tf.constant(0.25))
     called = dgf_saved([frame, zero, zero, zero, zero, tf.constant(0.25)])
+    # TensorflowRuntime falls back to the signature for SavedModels that are not callable
+    fallback = TensorflowRuntime._serving(dgf_saved)([frame, zero, zero, zero, zero, tf.constant(0.25)])
     for name in ("fgr", "pha", "r1o", "r4o"):
         np.testing.assert_array_equal(served[name].numpy(), called[name].numpy())
+        np.testing.assert_array_equal(fallback[name].numpy(), called[name].numpy())
     assert served["fgr"].shape == (1, 92, 162, 3) and served["pha"].shape == (1, 92, 162, 1)
 
 
