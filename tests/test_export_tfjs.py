@@ -1,0 +1,181 @@
+"""TF.js export (uint8 weights) run in real TF.js under Node: through TfjsRuntime and as web code calls it."""
+import gc
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tensorflowjs")
+if shutil.which("node") is None:
+    pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
+
+from exporters import ExportError, ExportOptions, export  # noqa: E402
+from exporters.validate import validation_frames  # noqa: E402
+from rvm.compare import compare  # noqa: E402
+from rvm.contracts import tolerance  # noqa: E402
+from rvm.model import MattingNetwork  # noqa: E402
+from runtimes import load  # noqa: E402
+from runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
+
+from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
+
+FRAMES, RATIO = 30, 0.5
+
+# Web-style client: serves the model folder over HTTP, loads it by URL and runs three recurrent frames of
+# random input with `tf.tensor(0.)` states and named outputs, exactly as a web page would.
+WEB_CLIENT = r"""
+const http = require('http'), fs = require('fs'), path = require('path');
+const tf = require('@tensorflow/tfjs');
+const folder = process.argv[2];
+const server = http.createServer((req, res) => fs.readFile(path.join(folder, path.basename(req.url)),
+  (err, data) => { if (err) { res.writeHead(404); res.end(); } else { res.end(data); } }));
+server.listen(0, '127.0.0.1', async () => {
+  try {
+    const model = await tf.loadGraphModel(`http://127.0.0.1:${server.address().port}/model.json`);
+    let [r1i, r2i, r3i, r4i] = [tf.tensor(0.), tf.tensor(0.), tf.tensor(0.), tf.tensor(0.)];
+    const downsample_ratio = tf.tensor(0.5);
+    const src = tf.randomUniform([1, 92, 162, 3]);
+    const frames = [];
+    for (let i = 0; i < 3; i++) {
+      const [fgr, pha, ...rec] = await model.executeAsync(
+        {src, r1i, r2i, r3i, r4i, downsample_ratio}, ['fgr', 'pha', 'r1o', 'r2o', 'r3o', 'r4o']);
+      tf.dispose([r1i, r2i, r3i, r4i]);
+      [r1i, r2i, r3i, r4i] = rec;
+      frames.push({fgr: fgr.shape, pha: pha.shape, rec: rec.map((t) => t.shape),
+                   pha_min: pha.min().dataSync()[0], pha_max: pha.max().dataSync()[0]});
+    }
+    process.stdout.write(JSON.stringify(frames));
+  } catch (error) { console.error(error.message); process.exitCode = 1; }
+  server.close();
+});
+"""
+
+
+def load_model(refiner: str, weights: Path) -> MattingNetwork:
+    net = MattingNetwork("mobilenetv3", refiner)
+    # neither real weight set carries the segmentation head, which matting never uses
+    missing = net.load_state_dict(torch.load(need(weights), map_location="cpu"), strict=False).missing_keys
+    assert all(key.startswith("project_seg.") for key in missing)
+    return net.eval()
+
+
+def export_tfjs(model, output: Path, frames: int = 8) -> Path:
+    if not (RUNNER_DIR / "node_modules").is_dir():
+        pytest.skip(f"TF.js is not installed for the Node runner: run `npm ci` in {RUNNER_DIR}")
+    # export() itself validates in TF.js on the clip; the 30-frame comparison is below
+    options = ExportOptions(validation_clip=str(need(CLIPS / "person_a.mp4")), validation_frames=frames)
+    return export(model, "tfjs", "int8", output, options=options)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("deep_guided_filter", DGF_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def artifact(model, tmp_path_factory) -> Path:
+    return export_tfjs(model, tmp_path_factory.mktemp("tfjs"))
+
+
+@pytest.fixture(scope="module")
+def frames():
+    # the clip upscaled 2x, as export validation uses it: at 162x92 and ratio 0.5 the matte is empty
+    return validation_frames(FRAMES, need(CLIPS / "person_a.mp4"))
+
+
+def test_artifact_layout(artifact):
+    assert artifact.name == "rvm_mobilenetv3_tfjs_int8"
+    assert not [p for p in artifact.parent.iterdir() if p.name.startswith(".tmp-")], "temporary files left behind"
+    model_json = json.loads((artifact / "model.json").read_text())
+    assert set(model_json["signature"]["inputs"]) == {"src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"}
+    assert set(model_json["signature"]["outputs"]) == {"fgr", "pha", "r1o", "r2o", "r3o", "r4o"}
+    weights = [w for group in model_json["weightsManifest"] for w in group["weights"]]
+    floats = [w for w in weights if w["dtype"] == "float32"]
+    assert floats and all(w.get("quantization", {}).get("dtype") == "uint8" for w in floats), "float weights left"
+    ops = {node["op"] for node in model_json["modelTopology"]["node"]}
+    assert not any("Fused" in op and "Hardswish" in op for op in ops), "oneDNN fused an op TF.js lacks"
+    metadata = json.loads((artifact / "rvm_metadata.json").read_text())
+    assert metadata["format"] == "tfjs" and metadata["precision"] == "int8"
+    assert metadata["refiner"] == "deep_guided_filter" and metadata["tensorflowjs_version"]
+
+
+def test_matches_pytorch_over_recurrent_frames(model, artifact, frames):
+    with load(artifact) as runtime:
+        assert isinstance(runtime, TfjsRuntime)
+        pid = runtime.pid
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, RATIO)
+        # one Node process serves every frame
+        assert runtime.pid == pid and runtime.runner.process.poll() is None
+    print(f"tfjs int8 vs pytorch over {result.frames} frames: alpha max {result.pha_max:.3e} mean "
+          f"{result.pha_mean:.3e}, foreground max {result.fgr_max:.3e} mean {result.fgr_mean:.3e}")
+    assert result.frames == FRAMES
+    assert not result.failures("tfjs", "int8"), result
+    # tighter than the table's mean bounds (measured over 58 frames: alpha 1.0e-2, foreground 2.0e-2)
+    assert result.pha_mean < 3e-2 and result.fgr_mean < 4e-2, result
+    # quantized weights do change the output: a zero error would mean PyTorch was compared with itself
+    assert result.pha_mean > 1e-5
+    assert runtime.runner.process.poll() is not None, "close() must end the Node process"
+
+
+def test_fast_guided_filter_runs_in_tfjs(tmp_path):
+    """tensorflowjs fuses the box filter's depthwise convolution with a tensor "bias", which TF.js refuses;
+    the exporter splits it back. The FGF weights are the official TF.js ones, so uint8 costs little."""
+    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path, frames=4)
+    nodes = json.loads((artifact / "model.json").read_text())["modelTopology"]["node"]
+    constants = {node["name"] for node in nodes if node["op"] == "Const"}
+    fused = [node for node in nodes if node["op"] in ("FusedDepthwiseConv2dNative", "_FusedConv2D")]
+    assert fused and all(name in constants for node in fused for name in node["input"][2:])
+
+
+def test_state_round_trip(artifact, frames):
+    with TfjsRuntime.from_path(artifact, downsample_ratio=RATIO) as runtime:
+        for frame in frames[:3]:
+            runtime.step(frame)
+        saved = runtime.state
+        assert [s.shape[1] for s in saved] == [16, 20, 40, 64]
+        expected = runtime.step(frames[3])["pha"]
+        runtime.state = saved
+        np.testing.assert_array_equal(runtime.step(frames[3])["pha"], expected)
+
+
+def test_plain_node_client_with_named_outputs(artifact, tmp_path):
+    script = tmp_path / "web_client.js"
+    script.write_text(WEB_CLIENT)
+    done = subprocess.run(["node", str(script), str(artifact)], capture_output=True, text=True, timeout=120,
+                          env={"NODE_PATH": str(RUNNER_DIR / "node_modules"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    for frame in json.loads(done.stdout):
+        assert frame["fgr"] == [1, 92, 162, 3] and frame["pha"] == [1, 92, 162, 1]
+        assert [shape[-1] for shape in frame["rec"]] == [16, 20, 40, 64]
+        assert 0 <= frame["pha_min"] <= frame["pha_max"] <= 1
+
+
+def test_dropped_runtime_ends_its_node_process(artifact):
+    runtime = TfjsRuntime.from_path(artifact)
+    process = runtime.runner.process
+    del runtime
+    gc.collect()
+    assert process.wait(timeout=10) is not None
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no TF.js model at .*pass a model.json"):
+        TfjsRuntime.from_path(tmp_path / "nowhere")
+
+
+def test_node_error_comes_back_as_one_line(artifact):
+    with TfjsRuntime.from_path(artifact) as runtime:
+        with pytest.raises(TfjsError, match="TF.js run failed: state generation 7 is stale"):
+            runtime._run(np.zeros((1, 3, 16, 16), np.float32), 7, 0.5)
+        assert runtime.step(np.zeros((3, 32, 32), np.float32))["pha"].shape == (1, 32, 32)
+
+
+def test_fp32_request_is_refused_before_any_work(model, tmp_path):
+    with pytest.raises(ExportError, match="tfjs cannot be exported in fp32: it supports int8"):
+        export(model, "tfjs", "fp32", tmp_path)
+    assert list(tmp_path.iterdir()) == []
