@@ -87,7 +87,27 @@ def _run_convert(args) -> int:
 
 
 # verb registration: a new verb is one `_add_<verb>` function and one entry here
-VERBS: List[Callable] = [_add_convert]
+def _add_parity(subparsers) -> None:
+    from . import parity
+    parser = subparsers.add_parser(
+        "parity", help="compare every backend and precision with PyTorch fp32 on real footage",
+        description="Export the checkpoint to every format, run each artifact over real frames with recurrent "
+                    "state, and print the error against PyTorch fp32 per backend (exit 1 if one is over tolerance).")
+    parity.add_arguments(parser)
+    parser.set_defaults(handler=parity.command)
+
+
+def _add_bench(subparsers) -> None:
+    from . import bench
+    parser = subparsers.add_parser(
+        "bench", help="throughput and memory per backend, as ratios to PyTorch eager fp32",
+        description="Tensor throughput, end-to-end conversion throughput (pipelined vs sequential) and peak "
+                    "memory per backend, each measured beside PyTorch eager fp32 in the same run.")
+    bench.add_arguments(parser)
+    parser.set_defaults(handler=bench.command)
+
+
+VERBS: List[Callable] = [_add_convert, _add_parity, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
