@@ -1,0 +1,349 @@
+"""`rvm bench`: tensor throughput, end-to-end conversion throughput and peak memory per backend, each as a
+ratio to PyTorch eager fp32 measured in the same run. Ratios, not absolute numbers, are what carry across
+noisy machines.
+"""
+import logging
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# (row name, backend, precision); the official ONNX download is the peer row beside our own export
+TARGETS = (
+    ("pytorch", "pytorch", "fp32"),
+    ("torchscript", "torchscript", "fp32"),
+    ("torchscript", "torchscript", "fp16"),
+    ("onnx", "onnx", "fp32"),
+    ("onnx (official download)", "onnx", "fp32"),
+    ("onnx", "onnx", "fp16"),
+    ("tf", "tf", "fp32"),
+    ("tfjs", "tfjs", "int8"),
+)
+DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf")
+OFFICIAL = "onnx (official download)"
+
+
+@dataclass
+class TensorResult:
+    name: str
+    precision: str
+    resolution: str
+    downsample_ratio: float
+    device: str = "cpu"
+    fps: Optional[float] = None
+    ratio_to_pytorch: Optional[float] = None
+    status: str = "ok"
+    reason: str = ""
+
+
+@dataclass
+class ConversionResult:
+    name: str
+    precision: str
+    resolution: str
+    frames: int
+    pipelined_fps: float
+    sequential_fps: float
+    speedup: float  # pipelined over sequential, same backend, same run
+    tensor_fps: Optional[float]
+    share_of_tensor: Optional[float]  # pipelined conversion fps / tensor fps
+
+
+def parse_resolutions(text: str) -> List[Tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            width, height = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"resolution {item!r} is not WIDTHxHEIGHT (e.g. 1920x1080)") from None
+        sizes.append((width, height))
+    return sizes
+
+
+def sample_frame(width: int, height: int) -> np.ndarray:
+    """A real frame of footage upscaled to the size (content barely matters for speed, but keep it real)."""
+    from exporters.validate import validation_frames
+    from PIL import Image
+    frame = validation_frames(1)[0]
+    image = Image.fromarray(frame).resize((width, height), Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], dtype=np.float32) / 255
+
+
+def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int, warmup: int = 2) -> float:
+    """Median over repeats of frames/s, recurrent state carried, warm-up excluded."""
+    runtime.reset()
+    for _ in range(warmup):
+        runtime.run_nchw(src, ratio)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(frames):
+            runtime.run_nchw(src, ratio)
+        rates.append(frames / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def build_artifacts(model, targets, folder: str, official_onnx) -> dict:
+    """name/precision -> path or the exception that stopped its export."""
+    from exporters import ExportOptions, export
+    paths = {}
+    for name, backend, precision in targets:
+        if backend == "pytorch":
+            continue
+        try:
+            if name == OFFICIAL:
+                if official_onnx is None:
+                    raise FileNotFoundError("the official ONNX download is not available here")
+                paths[(name, precision)] = Path(official_onnx)
+            else:
+                paths[(name, precision)] = export(model, backend, precision, folder, overwrite=True,
+                                                  options=ExportOptions(validate=False))
+        except Exception as error:  # reported in the table
+            paths[(name, precision)] = error
+    return paths
+
+
+def open_runtime(model, name, backend, precision, paths, device):
+    from runtimes import load
+    from runtimes.pytorch import PyTorchRuntime
+    if backend == "pytorch":
+        return PyTorchRuntime(model, device=device, precision=precision)
+    path = paths[(name, precision)]
+    if isinstance(path, Exception):
+        raise path
+    return load(path, device=device)
+
+
+def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
+    """An H.264 clip of real footage at the size (the sample clip upscaled and looped)."""
+    import av
+    from exporters.validate import validation_frames
+    from PIL import Image
+    source = validation_frames(58)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(frames):
+            frame = source[i % len(source)] if (i // len(source)) % 2 == 0 else source[-1 - i % len(source)]
+            image = Image.fromarray(frame).resize((width, height), Image.BILINEAR)
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path) -> Tuple[float, int]:
+    from rvm.convert import convert_video
+    started = time.perf_counter()
+    summary = convert_video(str(video), runtime=runtime, downsample_ratio=ratio, pipeline=pipeline,
+                            output_composition=str(out / "composition.mp4"), output_alpha=str(out / "alpha.mp4"),
+                            progress=False, overwrite=True)
+    frames = summary["frames"] if isinstance(summary, dict) else summary.frames
+    return frames / (time.perf_counter() - started), frames
+
+
+def _peak_memory_child(queue, model_source, name, backend, precision, path, video, ratio):
+    """Runs in a fresh process so ru_maxrss is the conversion's own peak."""
+    from rvm.checkpoints import load_model
+    model = load_model(model_source)
+    runtime = open_runtime(model, name, backend, precision, {(name, precision): path}, "cpu")
+    with tempfile.TemporaryDirectory() as out:
+        conversion_fps(runtime, video, ratio, True, Path(out))
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB (Linux reports KiB)
+
+
+def peak_memory_mib(model_source, name, backend, precision, path, video, ratio) -> float:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_memory_child,
+                              args=(queue, model_source, name, backend, precision, path, video, ratio))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"memory measurement of {name} {precision} exited with code {process.exitcode}")
+    return queue.get()
+
+
+def describe_machine() -> dict:
+    import torch
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for module in ("onnxruntime", "tensorflow"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
+              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", official_onnx=None) -> dict:
+    from rvm.contracts import auto_downsample_ratio
+    targets = [t for t in TARGETS if t[1] in backends]
+    tensor_rows: List[TensorResult] = []
+    conversion_rows: List[ConversionResult] = []
+    memory = {}
+    with tempfile.TemporaryDirectory() as folder:
+        paths = build_artifacts(model, targets, folder, official_onnx)
+        runtimes = {}
+        for name, backend, precision in targets:
+            try:
+                runtimes[(name, precision)] = open_runtime(model, name, backend, precision, paths, device)
+            except Exception as error:
+                tensor_rows += [TensorResult(name, precision, f"{w}x{h}", 0.0, device, status="unavailable",
+                                             reason=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                                for w, h in resolutions[:1]]
+        for width, height in resolutions:
+            r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
+            src = sample_frame(width, height)
+            baseline = None
+            for (name, precision), runtime in runtimes.items():
+                log.info("tensor throughput: %s %s at %dx%d", name, precision, width, height)
+                fps = tensor_fps(runtime, src, r, frames, repeats)
+                if name == "pytorch" and precision == "fp32":
+                    baseline = fps
+                tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
+                                                runtime.info.device, fps))
+            for row in tensor_rows:
+                if row.resolution == f"{width}x{height}" and row.fps and baseline:
+                    row.ratio_to_pytorch = row.fps / baseline
+        # end to end at the first resolution: PyTorch and the fastest backend, pipelined vs sequential
+        width, height = resolutions[0]
+        r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
+        measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
+        fastest = max(measured, key=lambda t: t.fps) if measured else None
+        if e2e_frames and measured:
+            video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
+            chosen = {("pytorch", "fp32"), (fastest.name, fastest.precision)} & set(runtimes)
+            for key in sorted(chosen):
+                out = Path(folder) / "out"
+                out.mkdir(exist_ok=True)
+                sequential, count = conversion_fps(runtimes[key], video, r, False, out)
+                pipelined, _ = conversion_fps(runtimes[key], video, r, True, out)
+                tensor = next(t.fps for t in measured if (t.name, t.precision) == key)
+                conversion_rows.append(ConversionResult(key[0], key[1], f"{width}x{height}", count, pipelined,
+                                                        sequential, pipelined / sequential, tensor, pipelined / tensor))
+        if memory_frames and fastest is not None:
+            for count in memory_frames:
+                video = make_test_video(Path(folder) / f"memory_{count}.mp4", width, height, count)
+                path = paths.get((fastest.name, fastest.precision))
+                backend = next(b for n, b, p in targets if (n, p) == (fastest.name, fastest.precision))
+                memory[count] = peak_memory_mib(model_source, fastest.name, backend, fastest.precision, path, video, r)
+        for runtime in runtimes.values():
+            runtime.close()
+    result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
+              "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows]}
+    if memory:
+        counts = sorted(memory)
+        result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
+                                     "ratio_longest_to_shortest": memory[counts[-1]] / memory[counts[0]]}
+    result["summary"] = summarize(tensor_rows, conversion_rows)
+    return result
+
+
+def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionResult]) -> dict:
+    """The headline ratios, per resolution."""
+    summary = {}
+    for resolution in dict.fromkeys(t.resolution for t in tensor_rows):
+        rows = [t for t in tensor_rows if t.resolution == resolution and t.fps]
+        if not rows:
+            continue
+        fastest = max(rows, key=lambda t: t.fps)
+        ours = next((t for t in rows if t.name == "onnx" and t.precision == "fp32"), None)
+        official = next((t for t in rows if t.name == OFFICIAL), None)
+        summary[resolution] = {
+            "fastest": f"{fastest.name} {fastest.precision}",
+            "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch,
+            "our_onnx_fp32_over_official": ours.fps / official.fps if ours and official else None,
+        }
+    for row in conversion_rows:
+        summary.setdefault(row.resolution, {})[f"conversion_speedup_{row.name}_{row.precision}"] = row.speedup
+    return summary
+
+
+def to_markdown(result: dict) -> str:
+    machine = result["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; torch "
+             f"{machine['torch']}, onnxruntime {machine['onnxruntime']}, tensorflow {machine['tensorflow']}",
+             "", "Tensor throughput (batch 1, recurrent state carried, median of repeats):", "",
+             "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in result["tensor"]:
+        fps = f"{t['fps']:.2f}" if t["fps"] else ""
+        ratio = f"{t['ratio_to_pytorch']:.2f}" if t["ratio_to_pytorch"] else ""
+        lines.append(f"| {t['name']} | {t['precision']} | {t['resolution']} | {t['downsample_ratio']:g} | "
+                     f"{t['device']} | {fps} | {ratio} | {t['reason']} |")
+    if result["conversion"]:
+        lines += ["", "End-to-end conversion (H.264 in; composition + alpha H.264 out):", "",
+                  "| backend | precision | resolution | frames | pipelined fps | sequential fps | speedup | "
+                  "share of tensor fps |", "|---|---|---|---|---|---|---|---|"]
+        for c in result["conversion"]:
+            lines.append(f"| {c['name']} | {c['precision']} | {c['resolution']} | {c['frames']} | "
+                         f"{c['pipelined_fps']:.2f} | {c['sequential_fps']:.2f} | {c['speedup']:.2f} | "
+                         f"{c['share_of_tensor']:.0%} |")
+    if "peak_memory_mib" in result:
+        memory = result["peak_memory_mib"]
+        lines += ["", "Peak memory of a pipelined conversion (" + memory["backend"] + "): " +
+                  ", ".join(f"{k} frames {v:.0f} MiB" for k, v in memory.items()
+                            if k not in ("backend", "ratio_longest_to_shortest")) +
+                  f"; ratio {memory['ratio_longest_to_shortest']:.2f}"]
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                        help="comma-separated: pytorch,torchscript,onnx,tf,tfjs (default: %(default)s)")
+    parser.add_argument("--resolutions", default="1920x1080", help="comma-separated WIDTHxHEIGHT (default %(default)s)")
+    parser.add_argument("--ratio", default="0.25", help="downsample ratio or auto (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
+    parser.add_argument("--e2e-frames", type=int, default=60,
+                        help="frames of the encoded clip converted end to end; 0 skips (default %(default)s)")
+    parser.add_argument("--memory-frames", default="60,600",
+                        help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint name or path")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+
+
+def command(args) -> int:
+    import json
+    from rvm.checkpoints import load_model
+    from rvm.parity import default_checkpoint, official_onnx
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    known = {t[1] for t in TARGETS}
+    unknown = sorted(set(backends) - known)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
+    if "pytorch" not in backends:
+        backends = ("pytorch",) + backends  # every ratio is to PyTorch eager fp32
+    checkpoint = args.checkpoint or default_checkpoint()
+    memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
+    result = run_bench(load_model(checkpoint), checkpoint, backends, parse_resolutions(args.resolutions),
+                       args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
+                       official_onnx())
+    print(json.dumps(result, indent=2) if args.json else to_markdown(result))
+    return 0
