@@ -58,7 +58,10 @@ def export_tfjs(model, path: Path, precision: str, options) -> None:
 def convert_in_subprocess(saved_model: Path, output_dir: Path) -> None:
     from . import ExportError
 
+    # TFDF_DISABLE_WELCOME_MESSAGE: tensorflow_decision_forests (a tensorflowjs import) else shows a banner
+    # through IPython when stdout is not a terminal, and fails where IPython is not installed
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TFDF_DISABLE_WELCOME_MESSAGE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "exporters.tfjs", str(saved_model), str(output_dir)],
                           env=env, capture_output=True, text=True)

@@ -1,6 +1,7 @@
 """TF.js export (uint8 weights) run in real TF.js under Node: through TfjsRuntime and as web code calls it."""
 import gc
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+# tensorflowjs imports tensorflow_decision_forests, whose welcome banner imports IPython when stdout is
+# captured (as under pytest): without IPython the import fails unless the banner is off
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 pytest.importorskip("tensorflowjs")
 if shutil.which("node") is None:
     pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
@@ -16,9 +20,9 @@ if shutil.which("node") is None:
 from exporters import ExportError, ExportOptions, export  # noqa: E402
 from exporters.validate import validation_frames  # noqa: E402
 from rvm.compare import compare  # noqa: E402
-from rvm.contracts import tolerance  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-from runtimes import load  # noqa: E402
+import runtimes.tfjs  # noqa: E402
+from runtimes import BackendUnavailable, load  # noqa: E402
 from runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
 
@@ -146,8 +150,8 @@ def test_state_round_trip(artifact, frames):
 def test_plain_node_client_with_named_outputs(artifact, tmp_path):
     script = tmp_path / "web_client.js"
     script.write_text(WEB_CLIENT)
-    done = subprocess.run(["node", str(script), str(artifact)], capture_output=True, text=True, timeout=120,
-                          env={"NODE_PATH": str(RUNNER_DIR / "node_modules"), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run([shutil.which("node"), str(script), str(artifact)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "NODE_PATH": str(RUNNER_DIR / "node_modules")})
     assert done.returncode == 0, done.stderr
     for frame in json.loads(done.stdout):
         assert frame["fgr"] == [1, 92, 162, 3] and frame["pha"] == [1, 92, 162, 1]
@@ -166,6 +170,16 @@ def test_dropped_runtime_ends_its_node_process(artifact):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no TF.js model at .*pass a model.json"):
         TfjsRuntime.from_path(tmp_path / "nowhere")
+
+
+def test_missing_node_or_packages_is_backend_unavailable(artifact, monkeypatch, tmp_path):
+    monkeypatch.setattr(runtimes.tfjs.shutil, "which", lambda name: None)
+    with pytest.raises(BackendUnavailable, match="needs Node.js"):
+        TfjsRuntime.from_path(artifact)
+    monkeypatch.undo()
+    monkeypatch.setattr(runtimes.tfjs, "RUNNER_DIR", tmp_path)
+    with pytest.raises(BackendUnavailable, match="run `npm ci` in .*make install"):
+        TfjsRuntime.from_path(artifact)
 
 
 def test_node_error_comes_back_as_one_line(artifact):
