@@ -45,9 +45,11 @@ def artifact_name(fmt: str, variant: str, precision: str, resolution: Optional[T
 TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
     ("pytorch", "fp32"): (1e-6, 1e-6),
     ("torchscript", "fp32"): (1e-4, 1e-4),
-    ("torchscript", "fp16"): (2e-2, 2e-2),
+    # fp16, measured on person_a/b/c upscaled 2x at ratio 0.5 over 58 frames: worst alpha 2.7e-2 (TorchScript)
+    # and 2.2e-2 (ONNX), worst foreground 2.9e-2 and 2.4e-2, a few edge pixels; means below 6e-4
+    ("torchscript", "fp16"): (4e-2, 4e-2),
     ("onnx", "fp32"): (1e-4, 1e-4),
-    ("onnx", "fp16"): (2e-2, 2e-2),
+    ("onnx", "fp16"): (4e-2, 4e-2),
     # the fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a
     # TF is 2.3e-3 from torch fp32, torch fp32 itself 2.3e-3 from fp64; the deep guided filter stays
     # within 1.2e-5 (tests/test_export_tf.py holds it to 1e-4)

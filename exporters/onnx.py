@@ -1,0 +1,129 @@
+"""ONNX opset 12 export, drop-in compatible with the official `rvm_*_fp32.onnx` / `_fp16.onnx` downloads.
+
+Inputs `src, r1i..r4i, downsample_ratio` (ratio a float32 `[1]` runtime input), outputs `fgr, pha, r1o..r4o`,
+batch/height/width dynamic, `[1,1,1,1]` zero states accepted. As in the official graph, the refiner always
+runs: the ratio is a tensor, so `ratio != 1` cannot be decided at export time.
+"""
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+
+from .metadata import build_metadata
+
+log = logging.getLogger(__name__)
+OPSET = 12
+
+
+class ResizeByRatio(torch.autograd.Function):
+    """Bilinear downsampling whose ONNX Resize takes its scales from the `downsample_ratio` input,
+    so the ratio stays a runtime input instead of being baked as a constant."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, ratio: Tensor) -> Tensor:
+        return F.interpolate(src, scale_factor=float(ratio), mode="bilinear", align_corners=False,
+                             recompute_scale_factor=False)
+
+    @staticmethod
+    def symbolic(g, src, ratio):
+        ones = g.op("Constant", value_t=torch.tensor([1.0, 1.0], dtype=torch.float32))
+        scales = g.op("Concat", ones, ratio, ratio, axis_i=0)
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        return g.op("Resize", src, roi, scales, coordinate_transformation_mode_s="pytorch_half_pixel",
+                    mode_s="linear", nearest_mode_s="floor")
+
+
+class OnnxExportWrapper(nn.Module):
+    """The official ONNX signature over MattingNetwork: positional states, tensor ratio, refiner always on."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: Tensor, r1: Tensor, r2: Tensor, r3: Tensor, r4: Tensor, downsample_ratio: Tensor):
+        src_sm = ResizeByRatio.apply(src, downsample_ratio)
+        hid, r1, r2, r3, r4 = self.model.decode(src_sm, r1, r2, r3, r4)
+        fgr, pha = self.model.matte(src, src_sm, hid, True)
+        return fgr, pha, r1, r2, r3, r4
+
+
+def dynamic_axes() -> dict:
+    """Batch, height and width dynamic on every tensor; states' channels too, as in the official file.
+    Each tensor gets its own height/width names: states are smaller than the frame."""
+    axes = {"src": {0: "batch_size", 2: "height", 3: "width"},
+            "fgr": {0: "batch_size", 2: "height", 3: "width"},
+            "pha": {0: "batch_size", 2: "height", 3: "width"}}
+    for name in ONNX_INPUTS[1:5] + ONNX_OUTPUTS[2:]:
+        axes[name] = {0: "batch_size", 1: f"{name}_channels", 2: f"{name}_height", 3: f"{name}_width"}
+    return axes
+
+
+def trace_to_onnx(model: nn.Module):
+    """The fp32 graph, traced on a small frame with `[1,1,1,1]` zero states (the contract's first frame)."""
+    import onnx
+    model = model.float().cpu().eval()
+    src = torch.rand(1, 3, 96, 160)
+    zeros = [torch.zeros(1, 1, 1, 1) for _ in range(4)]
+    ratio = torch.tensor([0.5], dtype=torch.float32)
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # ResizeByRatio.forward reads the ratio as a float only to trace shapes; its symbolic() keeps it an input
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(OnnxExportWrapper(model), (src, *zeros, ratio), buffer, opset_version=OPSET,
+                          dynamo=False, input_names=list(ONNX_INPUTS), output_names=list(ONNX_OUTPUTS),
+                          dynamic_axes=dynamic_axes(), do_constant_folding=True)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def simplify(graph):
+    import onnxsim
+    simplified, ok = onnxsim.simplify(graph)  # no input shapes given: dynamic dims stay dynamic
+    if not ok:
+        raise RuntimeError("onnxsim could not prove the simplified graph equal to the exported one: "
+                           "export with --no-simplify")
+    return simplified
+
+
+def to_fp16(graph):
+    """src, states and outputs fp16; `downsample_ratio` and the scales it builds stay fp32, so a ratio
+    such as 0.4 is not rounded (which would change the downsampled size)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+    nodes = graph.graph.node
+    ratio_users = [node for node in nodes if "downsample_ratio" in node.input]
+    their_inputs = {name for node in ratio_users for name in node.input}
+    # the constant [1, 1] joined with the ratio stays fp32 too, or a Cast lands out of topological order
+    constants = [node for node in nodes if node.op_type == "Constant" and node.output[0] in their_inputs]
+    converted = OnnxModel(convert_float_to_float16(graph, keep_io_types=["downsample_ratio"],
+                                                   node_block_list=[node.name for node in ratio_users + constants]))
+    converted.topological_sort()  # the converter appends its Casts at the end; onnx.checker wants order
+    return converted.model
+
+
+def export_onnx(model, path, precision: str, options) -> None:
+    import onnx
+    import onnxruntime
+    import onnxsim
+
+    graph = trace_to_onnx(model)
+    if options.simplify:
+        graph = simplify(graph)
+    if precision == "fp16":
+        graph = to_fp16(graph)
+    onnx.checker.check_model(graph, full_check=True)
+    metadata = build_metadata(model, "onnx", precision, {
+        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__},
+        downsample_ratio=None)
+    metadata["opset"] = OPSET
+    metadata["simplified"] = bool(options.simplify)
+    onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
+                                        for key, value in metadata.items()})
+    onnx.save(graph, str(Path(path)))
+    log.info("wrote ONNX %s (%d nodes) to %s", precision, len(graph.graph.node), path)

@@ -1,0 +1,126 @@
+"""ONNX artifacts (ours or the official downloads) in ONNX Runtime, CUDA when available, else CPU.
+
+The recurrent states stay on the device between frames: they are ORT values bound through io-binding,
+so on CUDA only the frame goes up and fgr/pha come down. The first frame gets `[1,1,1,1]` zero states,
+as the contract says third-party code does. fp16 artifacts take fp16 src/states and an fp32 ratio;
+which one a file is comes from its input types, so the official downloads (no metadata) work too.
+"""
+import logging
+from typing import Optional
+
+import numpy as np
+
+from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+
+from .base import BackendUnavailable, Runtime, RuntimeInfo
+
+log = logging.getLogger(__name__)
+ELEMENT_TYPES = {"tensor(float)": (np.float32, "fp32"), "tensor(float16)": (np.float16, "fp16")}
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+        return psutil.cpu_count(logical=False) or 1
+    except ImportError:
+        import os
+        return os.cpu_count() or 1
+
+
+def session_options(graph_optimization: str = "all", intra_op_threads: Optional[int] = None):
+    """Graph optimisation level ALL and one intra-op thread per physical core unless told otherwise."""
+    import onnxruntime as ort
+    if graph_optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization]
+    options.intra_op_num_threads = intra_op_threads or physical_cores()
+    return options
+
+
+def providers_for(device: str) -> list:
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise BackendUnavailable(f"device {device!r} asked for, but this onnxruntime has no CUDA provider "
+                                     f"(has {', '.join(available)}): install onnxruntime-gpu or use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    if device != "cpu":
+        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxRuntime(Runtime):
+    backend = "onnx"
+
+    def __init__(self, session, path=None, **options):
+        self.session = session
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != len(ONNX_INPUTS) or len(outputs) != len(ONNX_OUTPUTS):
+            raise ValueError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
+                             f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
+        # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in outputs]
+        if inputs[0].type not in ELEMENT_TYPES:
+            raise ValueError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
+        self.dtype, precision = ELEMENT_TYPES[inputs[0].type]
+        on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
+        self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        device = f"cuda:{self.device_id}" if on_cuda else "cpu"
+        super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)
+
+    def _cuda_device_id(self) -> int:
+        return int(self.session.get_provider_options()["CUDAExecutionProvider"].get("device_id", 0))
+
+    @classmethod
+    def from_path(cls, path, device: str = "auto", graph_optimization: str = "all",
+                  intra_op_threads: Optional[int] = None, **options):
+        """`graph_optimization` (disable/basic/extended/all) and `intra_op_threads` tune the session."""
+        import onnxruntime as ort
+        providers = providers_for(device)
+        session = ort.InferenceSession(str(path), session_options(graph_optimization, intra_op_threads),
+                                       providers=providers)
+        if device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
+            raise BackendUnavailable(f"onnxruntime could not start CUDA for {path} (see its log above): "
+                                     f"check the CUDA/cuDNN install or use --device cpu")
+        return cls(session, path=str(path), **options)
+
+    def _ort_value(self, array: np.ndarray):
+        import onnxruntime as ort
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, self.dtype), self.device_type, self.device_id)
+
+    def _run(self, src, state, downsample_ratio):
+        if state is None:
+            zeros = np.zeros((1, 1, 1, 1), self.dtype)
+            state = [self._ort_value(zeros) for _ in range(4)]
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_names[0], self._ort_value(src))
+        for name, value in zip(self.input_names[1:5], state):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        for name in self.output_names[:2]:
+            binding.bind_output(name, "cpu")
+        for name in self.output_names[2:]:
+            binding.bind_output(name, self.device_type, self.device_id)
+        self.session.run_with_iobinding(binding)
+        fgr, pha, *new_state = binding.get_outputs()
+        return fgr.numpy().astype(np.float32), pha.numpy().astype(np.float32), new_state
+
+    def _state_to_numpy(self, state):
+        return [value.numpy() for value in state]
+
+    def _state_from_numpy(self, arrays):
+        return [self._ort_value(a) for a in arrays]
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,42 @@
+"""TorchScript artifacts (ours or the official downloads), loaded with plain `torch.jit.load`."""
+import json
+import logging
+
+import torch
+
+from ._torch_common import TorchStateMixin, pick_device
+from .base import Runtime, RuntimeInfo
+
+log = logging.getLogger(__name__)
+METADATA_FILE = "metadata.json"  # written by exporters.torchscript; official files have none
+PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
+
+
+class TorchScriptRuntime(TorchStateMixin, Runtime):
+    backend = "torchscript"
+
+    def __init__(self, module: torch.jit.ScriptModule, device: torch.device, metadata: dict, path=None, **options):
+        self.module, self.device = module.eval(), device
+        self.dtype = next(module.parameters()).dtype
+        # the parameters' dtype is what the module computes in; metadata, when present, must agree
+        precision = PRECISIONS.get(self.dtype)
+        if precision is None:
+            raise ValueError(f"{path}: TorchScript parameters are {self.dtype}, expected float32 or float16")
+        if metadata.get("precision", precision) != precision:
+            log.warning("%s: metadata says %s but the parameters are %s; running in %s",
+                        path, metadata["precision"], precision, precision)
+        super().__init__(RuntimeInfo(self.backend, str(device), precision, path=path, metadata=metadata), **options)
+
+    @classmethod
+    def from_path(cls, path, device: str = "auto", **options):
+        torch_device = pick_device(device)
+        extra_files = {METADATA_FILE: ""}
+        module = torch.jit.load(str(path), map_location=torch_device, _extra_files=extra_files)
+        metadata = json.loads(extra_files[METADATA_FILE]) if extra_files[METADATA_FILE] else {}
+        return cls(module, torch_device, metadata, path=str(path), **options)
+
+    @torch.inference_mode()
+    def _run(self, src, state, downsample_ratio):
+        rec = state if state is not None else [None] * 4
+        fgr, pha, *rec = self.module(self._to_device(src), *rec, float(downsample_ratio))
+        return self._to_numpy(fgr), self._to_numpy(pha), rec

@@ -1,0 +1,46 @@
+"""What the TorchScript/ONNX export and runtime tests share: the real model, real frames, PyTorch outputs."""
+from typing import List, Tuple
+
+import numpy as np
+import torch
+
+from exporters.validate import validation_frames
+from rvm import MattingNetwork
+
+from .conftest import CLIPS, DGF_WEIGHTS, need
+
+FRAMES = 30  # recurrent frames every format is compared over
+RATIO = 0.5  # the ratio export validation uses on those frames
+
+
+def dgf_model() -> MattingNetwork:
+    """The official fp32 weights (deep guided filter); the ONNX they came from has no segmentation head."""
+    model = MattingNetwork("mobilenetv3", "deep_guided_filter").eval()
+    missing, unexpected = model.load_state_dict(torch.load(need(DGF_WEIGHTS), map_location="cpu"), strict=False)
+    assert not unexpected and all(key.startswith("project_seg.") for key in missing), (missing, unexpected)
+    return model
+
+
+def clip_frames(name: str = "person_a.mp4", count: int = FRAMES) -> List[np.ndarray]:
+    """`count` frames of a real clip as float32 NCHW `[1,3,H,W]` in 0..1, upscaled 2x as export validation
+    does: at 81x46 px after downsampling the network sees no person and every matte is trivially empty."""
+    images = validation_frames(count, need(CLIPS / name))
+    assert len(images) == count, f"{name} has fewer than {count} frames"
+    return [np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32) / 255 for image in images]
+
+
+@torch.inference_mode()
+def pytorch_outputs(model, frames, ratio: float = RATIO) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """(fgr, pha) per frame from PyTorch eager fp32, carrying the recurrent state."""
+    rec, outputs = [None] * 4, []
+    for frame in frames:
+        fgr, pha, *rec = model(torch.from_numpy(frame), *rec, downsample_ratio=ratio)
+        outputs.append((fgr.numpy(), pha.numpy()))
+    return outputs
+
+
+def max_errors(outputs, reference) -> Tuple[float, float]:
+    """(alpha, foreground) max abs error over all frames."""
+    pha = max(float(np.abs(np.float32(p) - r[1]).max()) for (_, p), r in zip(outputs, reference))
+    fgr = max(float(np.abs(np.float32(f) - r[0]).max()) for (f, _), r in zip(outputs, reference))
+    return pha, fgr
