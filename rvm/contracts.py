@@ -61,9 +61,18 @@ TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
     ("coreml", "fp16"): (3e-2, 3e-2),
     ("coreml", "int8"): (1.5e-1, 1.5e-1),
 }
-# mean absolute error bounds are much tighter than max: a few pixels at hair edges dominate max
+# Mean absolute error over all pixels and frames: (alpha, foreground). Much tighter than max, since a few
+# pixels at hair edges dominate the max; for uint8 TF.js it is the bound that carries the check.
 MEAN_TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
-    key: (alpha / 10, fgr / 10) for key, (alpha, fgr) in TOLERANCES.items()
+    ("pytorch", "fp32"): (1e-7, 1e-7),
+    ("torchscript", "fp32"): (1e-5, 1e-5),
+    ("torchscript", "fp16"): (4e-3, 4e-3),
+    ("onnx", "fp32"): (1e-5, 1e-5),
+    ("onnx", "fp16"): (4e-3, 4e-3),
+    ("tf", "fp32"): (1e-5, 1e-5),
+    ("tfjs", "int8"): (3e-2, 4e-2),  # measured 1.0e-2 / 2.0e-2 (DGF set), see above
+    ("coreml", "fp16"): (3e-3, 3e-3),
+    ("coreml", "int8"): (1.5e-2, 1.5e-2),
 }
 
 

@@ -1,7 +1,11 @@
 """Shared fixtures: the read-only material in ../shared, read in place and never copied."""
+import os
 from pathlib import Path
 
 import pytest
+
+# tensorflow_decision_forests (imported by tensorflowjs) prints a welcome banner through IPython unless told not to
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEIGHTS = SHARED / "weights"
