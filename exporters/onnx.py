@@ -4,6 +4,7 @@ Inputs `src, r1i..r4i, downsample_ratio` (ratio a float32 `[1]` runtime input), 
 batch/height/width dynamic, `[1,1,1,1]` zero states accepted. As in the official graph, the refiner always
 runs: the ratio is a tensor, so `ratio != 1` cannot be decided at export time.
 """
+import copy
 import io
 import json
 import logging
@@ -36,8 +37,12 @@ class ResizeByRatio(torch.autograd.Function):
         ones = g.op("Constant", value_t=torch.tensor([1.0, 1.0], dtype=torch.float32))
         scales = g.op("Concat", ones, ratio, ratio, axis_i=0)
         roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
-        return g.op("Resize", src, roi, scales, coordinate_transformation_mode_s="pytorch_half_pixel",
-                    mode_s="linear", nearest_mode_s="floor")
+        resized = g.op("Resize", src, roi, scales, coordinate_transformation_mode_s="pytorch_half_pixel",
+                       mode_s="linear", nearest_mode_s="floor")
+        # same dtype, batch and channels as src (height and width are dynamic in both): without this the
+        # exporter loses the channel count, which the fast guided filter's box-filter kernels are built from
+        resized.setType(src.type())
+        return resized
 
 
 class OnnxExportWrapper(nn.Module):
@@ -68,7 +73,9 @@ def dynamic_axes() -> dict:
 def trace_to_onnx(model: nn.Module):
     """The fp32 graph, traced on a small frame with `[1,1,1,1]` zero states (the contract's first frame)."""
     import onnx
-    model = model.float().cpu().eval()
+    # a copy in eval mode: the exporter restores the wrapper's training flag afterwards, and a fresh
+    # wrapper's True would otherwise switch the caller's BatchNorms to batch statistics
+    wrapper = OnnxExportWrapper(copy.deepcopy(model).float().cpu()).eval()
     src = torch.rand(1, 3, 96, 160)
     zeros = [torch.zeros(1, 1, 1, 1) for _ in range(4)]
     ratio = torch.tensor([0.5], dtype=torch.float32)
@@ -76,7 +83,7 @@ def trace_to_onnx(model: nn.Module):
     with torch.no_grad(), warnings.catch_warnings():
         # ResizeByRatio.forward reads the ratio as a float only to trace shapes; its symbolic() keeps it an input
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(OnnxExportWrapper(model), (src, *zeros, ratio), buffer, opset_version=OPSET,
+        torch.onnx.export(wrapper, (src, *zeros, ratio), buffer, opset_version=OPSET,
                           dynamo=False, input_names=list(ONNX_INPUTS), output_names=list(ONNX_OUTPUTS),
                           dynamic_axes=dynamic_axes(), do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())
@@ -119,8 +126,7 @@ def export_onnx(model, path, precision: str, options) -> None:
         graph = to_fp16(graph)
     onnx.checker.check_model(graph, full_check=True)
     metadata = build_metadata(model, "onnx", precision, {
-        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__},
-        downsample_ratio=None)
+        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__})
     metadata["opset"] = OPSET
     metadata["simplified"] = bool(options.simplify)
     onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)

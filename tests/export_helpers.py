@@ -7,7 +7,7 @@ import torch
 from exporters.validate import validation_frames
 from rvm import MattingNetwork
 
-from .conftest import CLIPS, DGF_WEIGHTS, need
+from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need
 
 FRAMES = 30  # recurrent frames every format is compared over
 RATIO = 0.5  # the ratio export validation uses on those frames
@@ -15,8 +15,17 @@ RATIO = 0.5  # the ratio export validation uses on those frames
 
 def dgf_model() -> MattingNetwork:
     """The official fp32 weights (deep guided filter); the ONNX they came from has no segmentation head."""
-    model = MattingNetwork("mobilenetv3", "deep_guided_filter").eval()
-    missing, unexpected = model.load_state_dict(torch.load(need(DGF_WEIGHTS), map_location="cpu"), strict=False)
+    return real_model("deep_guided_filter", DGF_WEIGHTS)
+
+
+def fgf_model() -> MattingNetwork:
+    """The weights recovered from the official TF.js model (fast guided filter, no segmentation head)."""
+    return real_model("fast_guided_filter", FGF_WEIGHTS)
+
+
+def real_model(refiner: str, weights) -> MattingNetwork:
+    model = MattingNetwork("mobilenetv3", refiner).eval()
+    missing, unexpected = model.load_state_dict(torch.load(need(weights), map_location="cpu"), strict=False)
     assert not unexpected and all(key.startswith("project_seg.") for key in missing), (missing, unexpected)
     return model
 

@@ -43,7 +43,7 @@ class DeepGuidedFilterRefiner(nn.Module):
 
 def box_filter_3tap(x: Tensor) -> Tensor:
     """Separable 3x3 mean with zero padding (radius 1), as the fast guided filter defines it."""
-    channels = x.size(1)
+    channels = int(x.size(1))  # int(): a traced ONNX graph gets a constant kernel shape, as conv needs
     kernel = torch.full((channels, 1, 1, 3), 1 / 3, dtype=x.dtype, device=x.device)
     x = F.conv2d(x, kernel, padding=(0, 1), groups=channels)
     return F.conv2d(x, kernel.transpose(2, 3), padding=(1, 0), groups=channels)
