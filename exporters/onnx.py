@@ -119,6 +119,11 @@ def export_onnx(model, path, precision: str, options) -> None:
     import onnxruntime
     import onnxsim
 
+    if precision == "fp16" and model.refiner_name == "fast_guided_filter":
+        from . import ExportError
+        raise ExportError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
+                          "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
+                          "the deep guided filter")
     graph = trace_to_onnx(model)
     if options.simplify:
         graph = simplify(graph)

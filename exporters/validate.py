@@ -71,10 +71,10 @@ def validate_artifact(model, path: Path, fmt: str, precision: str, options) -> N
     reference = PyTorchRuntime(model, device="cpu")
     with candidate:
         result = compare(reference, candidate, [np.asarray(f) for f in frames], ratio)
-    pha_tol, fgr_tol = tolerance(fmt, precision)
+    pha_tol, fgr_tol = tolerance(fmt, precision, model.refiner_name)
     summary = (f"{fmt} {precision}: {result.frames} frames, alpha max abs {result.pha_max:.2e} (tolerance {pha_tol:.0e}), "
                f"foreground max abs {result.fgr_max:.2e} (tolerance {fgr_tol:.0e})")
-    problems = result.failures(fmt, precision)
+    problems = result.failures(fmt, precision, model.refiner_name)
     if problems:
         raise ExportError(f"validation failed, artifact removed: {summary}; " + "; ".join(problems))
     log.info("validated %s", summary)

@@ -23,12 +23,12 @@ class Comparison:
     pha_max_per_frame: List[float] = field(repr=False, default_factory=list)
     pha_mean_per_frame: List[float] = field(repr=False, default_factory=list)
 
-    def within(self, backend: str, precision: str) -> bool:
-        return not self.failures(backend, precision)
+    def within(self, backend: str, precision: str, refiner: str = "deep_guided_filter") -> bool:
+        return not self.failures(backend, precision, refiner)
 
-    def failures(self, backend: str, precision: str) -> List[str]:
-        """What exceeds the tolerances of that backend and precision (empty when all hold)."""
-        pha_tol, fgr_tol = tolerance(backend, precision)
+    def failures(self, backend: str, precision: str, refiner: str = "deep_guided_filter") -> List[str]:
+        """What exceeds the tolerances of that backend, precision and refiner (empty when all hold)."""
+        pha_tol, fgr_tol = tolerance(backend, precision, refiner)
         pha_mean_tol, fgr_mean_tol = MEAN_TOLERANCES[(backend, precision)]
         problems = []
         for name, value, limit in (("alpha max", self.pha_max, pha_tol), ("foreground max", self.fgr_max, fgr_tol),

@@ -50,10 +50,7 @@ TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
     ("torchscript", "fp16"): (4e-2, 4e-2),
     ("onnx", "fp32"): (1e-4, 1e-4),
     ("onnx", "fp16"): (4e-2, 4e-2),
-    # the fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a
-    # TF is 2.3e-3 from torch fp32, torch fp32 itself 2.3e-3 from fp64; the deep guided filter stays
-    # within 1.2e-5 (tests/test_export_tf.py holds it to 1e-4)
-    ("tf", "fp32"): (5e-3, 5e-3),
+    ("tf", "fp32"): (1e-4, 1e-4),
     # uint8 weights, person_a upscaled 2x at ratio 0.5, 58 frames: ONNX-derived DGF set alpha max 1.0 / mean 1.0e-2,
     # foreground max 0.22 / mean 2.0e-2; FGF set (the official TF.js weights) alpha 0.13 / 6.9e-4. The fp32 TF.js
     # graph agrees with PyTorch to 7e-6: the gap is the quantization. Edge pixels flip, so the mean bounds check.
@@ -76,11 +73,21 @@ MEAN_TOLERANCES: Dict[Tuple[str, str], Tuple[float, float]] = {
 }
 
 
-def tolerance(backend: str, precision: str) -> Tuple[float, float]:
+# The fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a,
+# TF is 2.3e-3 and ONNX 3.9e-4 from torch fp32, and torch fp32 itself is 2.3e-3 from fp64. No fp32 backend
+# can be held closer than that to PyTorch with this refiner; the deep guided filter stays within 1.2e-5.
+FAST_GUIDED_FILTER_FP32_FLOOR = 5e-3
+
+
+def tolerance(backend: str, precision: str, refiner: str = "deep_guided_filter") -> Tuple[float, float]:
+    """Max abs error allowed (alpha, foreground) for that backend, precision and refiner."""
     try:
-        return TOLERANCES[(backend, precision)]
+        alpha, fgr = TOLERANCES[(backend, precision)]
     except KeyError:
         raise ValueError(f"no tolerance defined for backend {backend!r} at precision {precision!r}") from None
+    if refiner == "fast_guided_filter" and precision == "fp32":
+        alpha, fgr = max(alpha, FAST_GUIDED_FILTER_FP32_FLOOR), max(fgr, FAST_GUIDED_FILTER_FP32_FLOOR)
+    return alpha, fgr
 
 
 def auto_downsample_ratio(height: int, width: int) -> float:

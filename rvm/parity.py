@@ -91,12 +91,12 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, bac
                 continue
             with candidate:
                 result = compare(reference, candidate, frames, downsample_ratio)
-            problems = result.failures(backend, precision)
+            problems = result.failures(backend, precision, model.refiner_name)
             row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
             row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift
             row.pha_max, row.pha_mean, row.fgr_max, row.fgr_mean = (result.pha_max, result.pha_mean,
                                                                      result.fgr_max, result.fgr_mean)
-            row.tolerance_max = list(tolerance(backend, precision))
+            row.tolerance_max = list(tolerance(backend, precision, model.refiner_name))
             row.tolerance_mean = list(MEAN_TOLERANCES[(backend, precision)])
             row.pha_mean_per_frame = result.pha_mean_per_frame
             row.seconds = time.perf_counter() - started

@@ -111,3 +111,10 @@ def test_metadata_extra_file_and_runtime(artifacts, frames, precision):
     assert out["pha"].shape == (184, 324, 1) and out["pha"].dtype == np.uint8
     assert [s.shape[1] for s in runtime.state] == [16, 20, 40, 64]
     assert all(s.dtype == np.float32 for s in runtime.state)
+
+
+def test_fast_guided_filter_fp16_validates(tmp_path):
+    """The FGF runs in fp32 inside an fp16 model: in half precision its eps underflowed (alpha off by 1.0)."""
+    from .export_helpers import fgf_model
+    path = export(fgf_model(), "torchscript", "fp16", tmp_path, options=ExportOptions(validation_frames=4))
+    assert path.name == "rvm_mobilenetv3_fp16.torchscript"

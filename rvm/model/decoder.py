@@ -31,15 +31,17 @@ class ConvGRU(nn.Module):
         return (1 - z) * h + z * c
 
     def forward(self, x: Tensor, h: Optional[Tensor], frames_per_batch: int) -> Tuple[Tensor, Tensor]:
+        if frames_per_batch == 1:
+            # a [1,1,1,1] zero state (the ONNX / TF contract) broadcasts to the full size; expand_as keeps
+            # the exported graph to one Shape + Expand
+            h = torch.zeros_like(x) if h is None else h.expand_as(x)
+            h = self.step(x, h)
+            return h, h
         batch = x.size(0) // frames_per_batch
         if h is None:
             h = torch.zeros((batch, x.size(1), x.size(2), x.size(3)), dtype=x.dtype, device=x.device)
         else:
-            # a [1,1,1,1] zero state (the ONNX / TF contract) broadcasts to the full size
             h = h.expand(batch, x.size(1), x.size(2), x.size(3))
-        if frames_per_batch == 1:
-            h = self.step(x, h)
-            return h, h
         outputs: List[Tensor] = []
         for xt in x.unflatten(0, (batch, frames_per_batch)).unbind(1):
             h = self.step(xt, h)

@@ -56,8 +56,10 @@ class FastGuidedFilterRefiner(nn.Module):
 
     def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
                 base_hid: Tensor) -> Tuple[Tensor, Tensor]:
-        fine_x, base_x = with_luma(fine_src), with_luma(base_src)
-        base_y = torch.cat([base_fgr, base_pha], dim=1)
+        dtype = fine_src.dtype
+        # eps (1e-5) and the local variances vanish in half precision: the filter always runs in fp32
+        fine_x, base_x = with_luma(fine_src.float()), with_luma(base_src.float())
+        base_y = torch.cat([base_fgr, base_pha], dim=1).float()
         mean_x = box_filter_3tap(base_x)
         mean_y = box_filter_3tap(base_y)
         cov_xy = box_filter_3tap(base_x * base_y) - mean_x * mean_y
@@ -65,5 +67,5 @@ class FastGuidedFilterRefiner(nn.Module):
         a = cov_xy / (var_x + self.eps)
         b = mean_y - a * mean_x
         out = resize_to(a, fine_x) * fine_x + resize_to(b, fine_x)
-        fgr, pha = out.split([3, 1], dim=1)
+        fgr, pha = out.to(dtype).split([3, 1], dim=1)
         return fgr, pha
