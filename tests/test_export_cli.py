@@ -1,0 +1,58 @@
+"""`rvm-export`: the issue's bar in one run (every format and precision from the official weights, each
+validated) and the refusals, which come before any work and leave nothing behind."""
+import json
+
+import onnx
+import pytest
+import torch
+
+from exporters.cli import main
+from runtimes.coreml import describe
+
+from .conftest import DGF_WEIGHTS, need
+
+EXPECTED = ["rvm_mobilenetv3_fp32.torchscript", "rvm_mobilenetv3_fp16.torchscript", "rvm_mobilenetv3_fp32.onnx",
+            "rvm_mobilenetv3_fp16.onnx", "rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_int8",
+            "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlmodel", "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel",
+            "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlpackage"]
+
+
+def test_format_all_writes_every_artifact_validated(tmp_path, capsys):
+    out = tmp_path / "OUT"
+    assert main(["--format", "all", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = [line for line in printed.splitlines() if line.startswith(str(out))]
+    assert [p.rsplit("/", 1)[1] for p in written] == EXPECTED
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED)  # no temporary leftovers
+    assert printed.count("validated ") == 6  # every format that can run here; CoreML's spec is checked
+    sha = __import__("hashlib").sha256(DGF_WEIGHTS.read_bytes()).hexdigest()
+    props = {p.key: p.value for p in onnx.load(str(out / "rvm_mobilenetv3_fp16.onnx")).metadata_props}
+    assert props["precision"] == "fp16" and props["checkpoint_sha256"] == sha
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(out / "rvm_mobilenetv3_fp32.torchscript"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["checkpoint_sha256"] == sha
+    for folder in ("rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_int8"):
+        assert json.loads((out / folder / "rvm_metadata.json").read_text())["checkpoint_sha256"] == sha
+    assert describe(out / "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel")["metadata"]["checkpoint_sha256"] == sha
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "tfjs", "--precision", "fp32"], "tfjs cannot be exported in fp32"),
+    (["--format", "coreml"], "pass --resolution"),
+    (["--format", "coreml", "--precision", "int8", "--coreml-kind", "mlpackage", "--resolution", "640x360",
+      "--downsample-ratio", "0.5"], "fp16 only"),
+    (["--format", "all", "--precision", "int8", "--checkpoint", "/nonexistent/weights.pth"], "weights.pth"),
+])
+def test_refusals_are_one_line_and_leave_nothing(tmp_path, capsys, argv, message):
+    assert main(argv + ["-o", str(tmp_path / "OUT")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("rvm-export: error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "OUT").exists() or list((tmp_path / "OUT").iterdir()) == []
+
+
+def test_existing_artifact_needs_overwrite(tmp_path, capsys):
+    (tmp_path / "rvm_mobilenetv3_fp32.onnx").write_bytes(b"mine")
+    argv = ["--format", "onnx", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(tmp_path), "--no-validate"]
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "rvm_mobilenetv3_fp32.onnx").read_bytes() == b"mine"
