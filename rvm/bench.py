@@ -124,6 +124,20 @@ def open_runtime(model, name, backend, precision, paths, device):
     return load(path, device=device)
 
 
+def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
+    """ONNX Runtime CPU session settings side by side: the numbers behind OnnxRuntime's defaults
+    (optimisation level ALL, one intra-op thread per physical core)."""
+    from runtimes.onnxruntime import OnnxRuntime, physical_cores
+    rows = []
+    for threads in sorted({1, physical_cores()}):
+        for level in ("basic", "extended", "all"):
+            runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=level, intra_op_threads=threads)
+            rows.append({"graph_optimization": level, "intra_op_threads": threads,
+                         "fps": tensor_fps(runtime, src, ratio, frames, repeats)})
+            runtime.close()
+    return rows
+
+
 def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
     """An H.264 clip of real footage at the size (the sample clip upscaled and looped)."""
     import av
@@ -230,6 +244,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             for row in tensor_rows:
                 if row.resolution == f"{width}x{height}" and row.fps and baseline:
                     row.ratio_to_pytorch = row.fps / baseline
+        onnx_path = paths.get(("onnx", "fp32"))
+        settings = []
+        if device == "cpu" and isinstance(onnx_path, Path):
+            width, height = resolutions[0]
+            r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
+            settings = onnx_settings_sweep(onnx_path, sample_frame(width, height), r, frames, repeats)
         # end to end at the first resolution: PyTorch and the fastest backend, pipelined vs sequential
         width, height = resolutions[0]
         r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
@@ -255,7 +275,8 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         for runtime in runtimes.values():
             runtime.close()
     result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
-              "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows]}
+              "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
+              "onnx_cpu_settings": settings}
     if memory:
         counts = sorted(memory)
         result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
@@ -304,6 +325,11 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {c['name']} | {c['precision']} | {c['resolution']} | {c['frames']} | "
                          f"{c['pipelined_fps']:.2f} | {c['sequential_fps']:.2f} | {c['speedup']:.2f} | "
                          f"{c['share_of_tensor']:.0%} |")
+    if result["onnx_cpu_settings"]:
+        lines += ["", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical core):", "",
+                  "| graph optimisation | intra-op threads | frames/s |", "|---|---|---|"]
+        lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['fps']:.2f} |"
+                  for s in result["onnx_cpu_settings"]]
     if "peak_memory_mib" in result:
         memory = result["peak_memory_mib"]
         lines += ["", "Peak memory of a pipelined conversion (" + memory["backend"] + "): " +

@@ -1,0 +1,44 @@
+"""`rvm bench` and `rvm parity` run end to end on a few frames (the numbers themselves are the
+commands' output, not timed assertions: the machines are noisy)."""
+import json
+
+from rvm.cli import main
+
+from .conftest import CLIPS, DGF_WEIGHTS, need
+
+
+def test_bench_json_reports_every_section(capsys):
+    argv = ["bench", "--backends", "onnx", "--checkpoint", str(need(DGF_WEIGHTS)), "--resolutions", "160x96,192x108",
+            "--ratio", "0.5", "--frames", "2", "--repeats", "1", "--e2e-frames", "6", "--memory-frames", "4,8", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+    rows = {(t["name"], t["precision"], t["resolution"]): t for t in result["tensor"]}
+    for resolution in ("160x96", "192x108"):
+        assert rows[("pytorch", "fp32", resolution)]["ratio_to_pytorch"] == 1.0
+        for name, precision in (("onnx", "fp32"), ("onnx", "fp16"), ("onnx (official download)", "fp32")):
+            row = rows[(name, precision, resolution)]
+            assert row["fps"] > 0 and row["ratio_to_pytorch"] > 0
+        assert result["summary"][resolution]["our_onnx_fp32_over_official"] > 0
+    conversion = result["conversion"]
+    assert conversion and all(c["frames"] == 6 and c["pipelined_fps"] > 0 and c["sequential_fps"] > 0
+                              for c in conversion)
+    assert {s["graph_optimization"] for s in result["onnx_cpu_settings"]} == {"basic", "extended", "all"}
+    memory = result["peak_memory_mib"]
+    assert memory["4"] > 0 and memory["8"] > 0 and memory["ratio_longest_to_shortest"] > 0
+
+
+def test_parity_json_lists_rows_with_errors(capsys):
+    argv = ["parity", "--backends", "pytorch,onnx", "--checkpoint", str(need(DGF_WEIGHTS)),
+            "--clip", str(need(CLIPS / "person_b.mp4")), "--frames", "4", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {(r["name"], r["precision"]): r for r in result["rows"]}
+    assert rows[("pytorch", "fp32")]["status"] == "reference"
+    for key in (("onnx", "fp32"), ("onnx", "fp16"), ("onnx (official download)", "fp32")):
+        assert rows[key]["status"] == "ok" and rows[key]["frames"] == 4 and rows[key]["pha_max"] is not None
+
+
+def test_parity_rejects_unknown_backend(capsys):
+    assert main(["parity", "--backends", "onnx,caffe"]) == 2
+    assert "unknown backend(s) caffe" in capsys.readouterr().err
