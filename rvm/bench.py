@@ -79,18 +79,26 @@ def sample_frame(width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], dtype=np.float32) / 255
 
 
-def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int, warmup: int = 2) -> float:
-    """Median over repeats of frames/s, recurrent state carried, warm-up excluded."""
-    runtime.reset()
-    for _ in range(warmup):
-        runtime.run_nchw(src, ratio)
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(frames):
+def interleaved_fps(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
+                    warmup: int = 2) -> dict:
+    """Median over repeats of frames/s per runtime, recurrent state carried, warm-up excluded. The repeats
+    take turns across runtimes, so a slow spell of a noisy machine does not land on one backend alone."""
+    for runtime in runtimes.values():
+        runtime.reset()
+        for _ in range(warmup):
             runtime.run_nchw(src, ratio)
-        rates.append(frames / (time.perf_counter() - started))
-    return statistics.median(rates)
+    rates = {key: [] for key in runtimes}
+    for _ in range(repeats):
+        for key, runtime in runtimes.items():
+            started = time.perf_counter()
+            for _ in range(frames):
+                runtime.run_nchw(src, ratio)
+            rates[key].append(frames / (time.perf_counter() - started))
+    return {key: statistics.median(values) for key, values in rates.items()}
+
+
+def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int) -> float:
+    return interleaved_fps({0: runtime}, src, ratio, frames, repeats)[0]
 
 
 def build_artifacts(model, targets, folder: str, official_onnx) -> dict:
@@ -128,13 +136,16 @@ def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeat
     """ONNX Runtime CPU session settings side by side: the numbers behind OnnxRuntime's defaults
     (optimisation level ALL, one intra-op thread per physical core)."""
     from runtimes.onnxruntime import OnnxRuntime, physical_cores
+    settings = [(level, threads, False) for threads in sorted({1, physical_cores()})
+                for level in ("basic", "extended", "all")]
+    settings.append(("all", physical_cores(), True))
     rows = []
-    for threads in sorted({1, physical_cores()}):
-        for level in ("basic", "extended", "all"):
-            runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=level, intra_op_threads=threads)
-            rows.append({"graph_optimization": level, "intra_op_threads": threads,
-                         "fps": tensor_fps(runtime, src, ratio, frames, repeats)})
-            runtime.close()
+    for level, threads, spinning in settings:
+        runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=level, intra_op_threads=threads,
+                                        spinning=spinning)
+        rows.append({"graph_optimization": level, "intra_op_threads": threads, "spinning": spinning,
+                     "fps": tensor_fps(runtime, src, ratio, frames, repeats)})
+        runtime.close()
     return rows
 
 
@@ -233,14 +244,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         for width, height in resolutions:
             r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
             src = sample_frame(width, height)
-            baseline = None
-            for (name, precision), runtime in runtimes.items():
-                log.info("tensor throughput: %s %s at %dx%d", name, precision, width, height)
-                fps = tensor_fps(runtime, src, r, frames, repeats)
-                if name == "pytorch" and precision == "fp32":
-                    baseline = fps
+            log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
+            rates = interleaved_fps(runtimes, src, r, frames, repeats)
+            baseline = rates.get(("pytorch", "fp32"))
+            for (name, precision), fps in rates.items():
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
-                                                runtime.info.device, fps))
+                                                runtimes[(name, precision)].info.device, fps))
             for row in tensor_rows:
                 if row.resolution == f"{width}x{height}" and row.fps and baseline:
                     row.ratio_to_pytorch = row.fps / baseline
@@ -326,9 +335,10 @@ def to_markdown(result: dict) -> str:
                          f"{c['pipelined_fps']:.2f} | {c['sequential_fps']:.2f} | {c['speedup']:.2f} | "
                          f"{c['share_of_tensor']:.0%} |")
     if result["onnx_cpu_settings"]:
-        lines += ["", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical core):", "",
-                  "| graph optimisation | intra-op threads | frames/s |", "|---|---|---|"]
-        lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['fps']:.2f} |"
+        lines += ["", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical core, "
+                      "no spinning):", "", "| graph optimisation | intra-op threads | spinning | frames/s |",
+                  "|---|---|---|---|"]
+        lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['spinning']} | {s['fps']:.2f} |"
                   for s in result["onnx_cpu_settings"]]
     if "peak_memory_mib" in result:
         memory = result["peak_memory_mib"]

