@@ -338,15 +338,23 @@ class DeepGuidedFilter(tf.Module):
         self.convs = conv_chain(refiner.conv)
 
     def __call__(self, fine_src, base_src, base_fgr, base_pha, base_hid):
-        fine_x, base_x = with_luma(fine_src), with_luma(base_src)
-        base_y = tf.concat([base_fgr, base_pha], axis=-1)
-        mean_x, mean_y = self.box(base_x), self.box(base_y)
-        cov_xy = self.box(base_x * base_y) - mean_x * mean_y
-        var_x = self.box(base_x * base_x) - mean_x * mean_x
+        fine_x, mean_x, mean_y, cov_xy, var_x = guided_statistics(self.box, fine_src, base_src,
+                                                                  base_fgr, base_pha)
         a = tf.concat([cov_xy, var_x, base_hid], axis=-1)
         for conv in self.convs:
             a = conv(a)
         return guided_output(a, mean_y - a * mean_x, fine_x)
+
+
+def guided_statistics(box, fine_src, base_src, base_fgr, base_pha):
+    """What both guided filters compute from their box filter: the guides with luma, box means of x and y,
+    covariance of x and y and variance of x."""
+    fine_x, base_x = with_luma(fine_src), with_luma(base_src)
+    base_y = tf.concat([base_fgr, base_pha], axis=-1)
+    mean_x, mean_y = box(base_x), box(base_y)
+    cov_xy = box(base_x * base_y) - mean_x * mean_y
+    var_x = box(base_x * base_x) - mean_x * mean_x
+    return fine_x, mean_x, mean_y, cov_xy, var_x
 
 
 class FastGuidedFilter(tf.Module):
@@ -363,11 +371,8 @@ class FastGuidedFilter(tf.Module):
         return x
 
     def __call__(self, fine_src, base_src, base_fgr, base_pha, base_hid):
-        fine_x, base_x = with_luma(fine_src), with_luma(base_src)
-        base_y = tf.concat([base_fgr, base_pha], axis=-1)
-        mean_x, mean_y = self.box(base_x), self.box(base_y)
-        cov_xy = self.box(base_x * base_y) - mean_x * mean_y
-        var_x = self.box(base_x * base_x) - mean_x * mean_x
+        fine_x, mean_x, mean_y, cov_xy, var_x = guided_statistics(self.box, fine_src, base_src,
+                                                                  base_fgr, base_pha)
         a = cov_xy / (var_x + self.eps)
         return guided_output(a, mean_y - a * mean_x, fine_x)
 

@@ -14,6 +14,11 @@ def resize_to(x: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(x, (like.size(2), like.size(3)), mode="bilinear", align_corners=False)
 
 
+def local_statistics(mean_x: Tensor, mean_y: Tensor, mean_xy: Tensor, mean_xx: Tensor) -> Tuple[Tensor, Tensor]:
+    """Covariance of x and y and variance of x from box means, the guided filter's core."""
+    return mean_xy - mean_x * mean_y, mean_xx - mean_x * mean_x
+
+
 class DeepGuidedFilterRefiner(nn.Module):
     def __init__(self, hid_channels: int = 16):
         super().__init__()
@@ -30,10 +35,9 @@ class DeepGuidedFilterRefiner(nn.Module):
                 base_hid: Tensor) -> Tuple[Tensor, Tensor]:
         fine_x, base_x = with_luma(fine_src), with_luma(base_src)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
-        mean_x = self.box_filter(base_x)
-        mean_y = self.box_filter(base_y)
-        cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
-        var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
+        mean_x, mean_y = self.box_filter(base_x), self.box_filter(base_y)
+        cov_xy, var_x = local_statistics(mean_x, mean_y, self.box_filter(base_x * base_y),
+                                         self.box_filter(base_x * base_x))
         a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
         b = mean_y - a * mean_x
         out = resize_to(a, fine_x) * fine_x + resize_to(b, fine_x)
@@ -60,10 +64,9 @@ class FastGuidedFilterRefiner(nn.Module):
         # eps (1e-5) and the local variances vanish in half precision: the filter always runs in fp32
         fine_x, base_x = with_luma(fine_src.float()), with_luma(base_src.float())
         base_y = torch.cat([base_fgr, base_pha], dim=1).float()
-        mean_x = box_filter_3tap(base_x)
-        mean_y = box_filter_3tap(base_y)
-        cov_xy = box_filter_3tap(base_x * base_y) - mean_x * mean_y
-        var_x = box_filter_3tap(base_x * base_x) - mean_x * mean_x
+        mean_x, mean_y = box_filter_3tap(base_x), box_filter_3tap(base_y)
+        cov_xy, var_x = local_statistics(mean_x, mean_y, box_filter_3tap(base_x * base_y),
+                                         box_filter_3tap(base_x * base_x))
         a = cov_xy / (var_x + self.eps)
         b = mean_y - a * mean_x
         out = resize_to(a, fine_x) * fine_x + resize_to(b, fine_x)
