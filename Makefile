@@ -21,6 +21,7 @@ install: $(VENV)/.installed $(RUNNER)/node_modules/.installed
 
 demo: install
 	$(VENV)/bin/rvm-export --format onnx --precision fp16 -o models/exports --overwrite
+	mkdir -p out
 	$(VENV)/bin/rvm convert --model models/exports/rvm_mobilenetv3_fp16.onnx --input-source $(CLIP) \
 		--output-composition out/composition.mp4 --output-alpha out/alpha.mp4 --overwrite
 
