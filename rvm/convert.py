@@ -150,7 +150,8 @@ def parse_color(text: str) -> Tuple[int, int, int]:
 
 
 def _background_frames(background: BackgroundSpec, size: Tuple[int, int]) -> Iterator[np.ndarray]:
-    """Float32 [1,3,H,W] backgrounds, one per frame (a video background loops when shorter than the input)."""
+    """Float32 backgrounds, one per frame: [1,3,1,1] for a colour, [1,3,H,W] for an image or a video (which loops
+    when shorter than the input)."""
     width, height = size
     if isinstance(background, (str, Path)) and not Path(background).exists():
         background = parse_color(str(background))
@@ -158,8 +159,8 @@ def _background_frames(background: BackgroundSpec, size: Tuple[int, int]) -> Ite
         color = DEFAULT_GREEN if background is None else tuple(background)
         if len(color) != 3 or not all(0 <= int(c) <= 255 for c in color):
             raise ConvertError(f"background colour must be 3 values in 0..255, got {background}")
-        plane = np.broadcast_to(np.asarray(color, np.float32).reshape(1, 3, 1, 1) / 255, (1, 3, height, width))
-        return _repeat(np.ascontiguousarray(plane))
+        # [1,3,1,1]: the composition broadcasts it, no full-size plane per frame to build and carry
+        return _repeat(np.asarray(color, np.float32).reshape(1, 3, 1, 1) / 255)
     path = Path(background)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         try:

@@ -380,10 +380,11 @@ class VideoSink(FrameSink):
         return speed if mbps else {"crf": "20", "b": "0", **speed}
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.ndim == 2 or frame.shape[-1] == 1:
-            frame = np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
-                                                 format="rgba" if frame.shape[-1] == 4 else "rgb24")
+        if frame.ndim == 3 and frame.shape[-1] == 1:
+            frame = frame[..., 0]
+        # a matte goes in as one grey plane: a third of the bytes of RGB for the colour conversion to read
+        pixel_format = "gray" if frame.ndim == 2 else "rgba" if frame.shape[-1] == 4 else "rgb24"
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=pixel_format)
         for pix_fmt in self._conversions:
             video_frame = video_frame.reformat(format=pix_fmt)
         video_frame.pts = self.frames
