@@ -2,6 +2,7 @@
 from typing import List, Tuple
 
 import numpy as np
+import pytest
 import torch
 
 from exporters.validate import validation_frames
@@ -53,3 +54,21 @@ def max_errors(outputs, reference) -> Tuple[float, float]:
     pha = max(float(np.abs(np.float32(p) - r[1]).max()) for (_, p), r in zip(outputs, reference))
     fgr = max(float(np.abs(np.float32(f) - r[0]).max()) for (f, _), r in zip(outputs, reference))
     return pha, fgr
+
+
+# Fixtures shared by the TorchScript and ONNX test modules (imported there by name).
+@pytest.fixture(scope="module")
+def model():
+    return dgf_model()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return clip_frames()
+
+
+@pytest.fixture(scope="module")
+def reference(model, frames):
+    outputs = pytorch_outputs(model, frames)
+    assert np.mean([pha.mean() for _, pha in outputs]) > 0.05, "the person must be matted, or any export passes"
+    return outputs

@@ -13,26 +13,10 @@ from rvm.contracts import tolerance
 from runtimes import load
 from runtimes.torchscript import TorchScriptRuntime
 
-from .export_helpers import RATIO, clip_frames, dgf_model, max_errors, pytorch_outputs
+from .export_helpers import frames, model, reference  # noqa: F401 (shared fixtures)
+from .export_helpers import RATIO, max_errors
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return dgf_model()
-
-
-@pytest.fixture(scope="module")
-def frames():
-    return clip_frames()
-
-
-@pytest.fixture(scope="module")
-def reference(model, frames):
-    outputs = pytorch_outputs(model, frames)
-    assert np.mean([pha.mean() for _, pha in outputs]) > 0.05, "the person must be matted, or any export passes"
-    return outputs
 
 
 @pytest.fixture(scope="module")
