@@ -117,7 +117,8 @@ class OnnxRuntime(Runtime):
             binding.bind_output(name, self.device_type, self.device_id)
         self.session.run_with_iobinding(binding)
         fgr, pha, *new_state = binding.get_outputs()
-        return fgr.numpy().astype(np.float32), pha.numpy().astype(np.float32), new_state
+        # numpy() already copies out of ORT: cast fp16 outputs, leave fp32 ones as they are
+        return fgr.numpy().astype(np.float32, copy=False), pha.numpy().astype(np.float32, copy=False), new_state
 
     def _state_to_numpy(self, state):
         return [value.numpy() for value in state]

@@ -214,8 +214,11 @@ def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chu
 def _infer(runtime, chunk: _Chunk, ratio) -> _Chunk:
     # runtimes batch along B, not time: frames go one by one so the recurrent state flows through them all
     results = [runtime.run_nchw(chunk.src[t:t + 1], ratio) for t in range(len(chunk.src))]
-    chunk.fgr = np.concatenate([fgr for fgr, _ in results])
-    chunk.pha = np.concatenate([pha for _, pha in results])
+    if len(results) == 1:  # the usual seq_chunk=1: no copy on the inference thread, the pipeline's critical path
+        chunk.fgr, chunk.pha = results[0]
+    else:
+        chunk.fgr = np.concatenate([fgr for fgr, _ in results])
+        chunk.pha = np.concatenate([pha for _, pha in results])
     return chunk
 
 
