@@ -11,14 +11,17 @@ log = logging.getLogger(__name__)
 DEFAULT_CLIP_ENV = "RVM_VALIDATION_CLIP"
 
 
+def shared_file(*parts: str):
+    """A file of the project's shared material (`../shared` beside the checkout), or None where absent."""
+    path = Path(__file__).resolve().parents[1].parent.joinpath("shared", *parts)
+    return path if path.exists() else None
+
+
 def default_clip():
     """A real clip to validate on: $RVM_VALIDATION_CLIP, else the project's shared sample footage."""
     import os
     env = os.environ.get(DEFAULT_CLIP_ENV)
-    if env:
-        return Path(env)
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips" / "person_a.mp4"
-    return shared if shared.exists() else None
+    return Path(env) if env else shared_file("data", "clips", "person_a.mp4")
 
 
 # The network needs about 160x90 px after downsampling to see a person: the small sample clips are

@@ -227,6 +227,7 @@ def cpu_model() -> str:
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", official_onnx=None) -> dict:
     from rvm.contracts import auto_downsample_ratio
+    from rvm.parity import one_line
     targets = [t for t in TARGETS if t[1] in backends]
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
@@ -239,10 +240,10 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 runtimes[(name, precision)] = open_runtime(model, name, backend, precision, paths, device)
             except Exception as error:
                 tensor_rows += [TensorResult(name, precision, f"{w}x{h}", 0.0, device, status="unavailable",
-                                             reason=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-                                for w, h in resolutions[:1]]
+                                             reason=one_line(error)) for w, h in resolutions[:1]]
+        ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
         for width, height in resolutions:
-            r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
+            r = ratios[(width, height)]
             src = sample_frame(width, height)
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
             rates = interleaved_fps(runtimes, src, r, frames, repeats)
@@ -253,15 +254,14 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             for row in tensor_rows:
                 if row.resolution == f"{width}x{height}" and row.fps and baseline:
                     row.ratio_to_pytorch = row.fps / baseline
+        # the settings sweep, end to end and memory at the first resolution
+        width, height = resolutions[0]
+        r = ratios[(width, height)]
         onnx_path = paths.get(("onnx", "fp32"))
         settings = []
         if device == "cpu" and isinstance(onnx_path, Path):
-            width, height = resolutions[0]
-            r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
             settings = onnx_settings_sweep(onnx_path, sample_frame(width, height), r, frames, repeats)
-        # end to end at the first resolution: PyTorch and the fastest backend, pipelined vs sequential
-        width, height = resolutions[0]
-        r = auto_downsample_ratio(height, width) if ratio == "auto" else float(ratio)
+        # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
         if e2e_frames and measured:

@@ -54,14 +54,9 @@ class ParityRow:
     pha_mean_per_frame: List[float] = field(default_factory=list, repr=False)
 
 
-def default_clip() -> Optional[Path]:
-    from exporters.validate import default_clip as clip
-    return clip()
-
-
 def official_onnx() -> Optional[Path]:
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "rvm_mobilenetv3_fp32.onnx"
-    return path if path.exists() else None
+    from exporters.validate import shared_file
+    return shared_file("weights", "rvm_mobilenetv3_fp32.onnx")
 
 
 def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, backends=DEFAULT_BACKENDS,
@@ -163,13 +158,14 @@ def add_arguments(parser) -> None:
 
 
 def default_checkpoint() -> str:
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "rvm_mobilenetv3_from_official_onnx.pth"
-    return str(shared) if shared.exists() else "rvm_mobilenetv3"
+    from exporters.validate import shared_file
+    shared = shared_file("weights", "rvm_mobilenetv3_from_official_onnx.pth")
+    return str(shared) if shared else "rvm_mobilenetv3"
 
 
 def command(args) -> int:
     import json
-    from exporters.validate import validation_frames
+    from exporters.validate import default_clip, validation_frames
     from rvm.checkpoints import load_model
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     unknown = sorted(set(backends) - set(DEFAULT_BACKENDS))
