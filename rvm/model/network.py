@@ -78,6 +78,6 @@ class MattingNetwork(nn.Module):
     def matte(self, src: Tensor, src_sm: Tensor, hid: Tensor, refine: bool) -> Tuple[Tensor, Tensor]:
         """Foreground and alpha at full resolution from the hidden features."""
         fgr_residual, pha = self.project_mat(hid).split([3, 1], dim=1)
-        if refine:
-            fgr_residual, pha = self.refiner(src, src_sm, fgr_residual, pha, hid)
+        if refine:  # the refiner returns the final foreground and alpha, already clamped
+            return self.refiner(src, src_sm, fgr_residual, pha, hid)
         return (fgr_residual + src).clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
