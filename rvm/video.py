@@ -373,8 +373,10 @@ class VideoSink(FrameSink):
         if codec == "prores_ks":
             return {"profile": "4444", "vendor": "apl0"}  # bitrate is set by the ProRes profile
         if codec == "libx264":
-            # visually lossless when no bitrate is asked for
-            return {"preset": "fast"} if mbps else {"crf": "18", "preset": "fast"}
+            # crf 18 (visually lossless) unless a bitrate is asked for. Preset veryfast: on 1080p footage at crf 18,
+            # 48.5 dB PSNR against 48.9 for "fast", a 2% smaller file, and 45% less CPU (52 vs 92 ms a frame),
+            # CPU that a conversion otherwise takes from the model
+            return {"preset": "veryfast"} if mbps else {"crf": "18", "preset": "veryfast"}
         # VP9: libvpx's default speed is ~7x slower for the same size and quality (measured at cpu-used 4)
         speed = {"deadline": "good", "cpu-used": "4", "row-mt": "1"}
         return speed if mbps else {"crf": "20", "b": "0", **speed}
