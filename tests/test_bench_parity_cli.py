@@ -9,7 +9,7 @@ from .conftest import CLIPS, DGF_WEIGHTS, need
 
 def test_bench_json_reports_every_section(capsys):
     argv = ["bench", "--backends", "onnx", "--checkpoint", str(need(DGF_WEIGHTS)), "--resolutions", "160x96,192x108",
-            "--ratio", "0.5", "--frames", "2", "--repeats", "1", "--e2e-frames", "6", "--memory-frames", "4,8", "--json"]
+            "--ratio", "0.5", "--frames", "2", "--repeats", "1", "--e2e-frames", "6", "--e2e-repeats", "2", "--memory-frames", "4,8", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
@@ -22,7 +22,10 @@ def test_bench_json_reports_every_section(capsys):
         assert result["summary"][resolution]["our_onnx_fp32_over_official"] > 0
     conversion = result["conversion"]
     assert conversion and all(c["frames"] == 6 and c["pipelined_fps"] > 0 and c["sequential_fps"] > 0
+                              and c["plain_fps"] > 0 and c["speedup"] > 0 and c["speedup_over_sequential"] > 0
                               for c in conversion)
+    for c in conversion:
+        assert result["summary"]["160x96"][f"conversion_speedup_{c['name']}_{c['precision']}"] == c["speedup"]
     assert {s["graph_optimization"] for s in result["onnx_cpu_settings"]} == {"basic", "extended", "all"}
     memory = result["peak_memory_mib"]
     assert memory["4"] > 0 and memory["8"] > 0 and memory["ratio_longest_to_shortest"] > 0
