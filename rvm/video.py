@@ -24,7 +24,9 @@ from typing import Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
+import torch
 from PIL import Image
+from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,43 @@ def _to_rgba(frame: "av.VideoFrame", path) -> np.ndarray:
     return np.concatenate([frame.to_ndarray(format="rgb24"), values.astype(np.uint8)[..., None]], axis=-1)
 
 
+# ---- frames to bytes -------------------------------------------------------------------------------
+# Sinks take float CHW torch frames in 0..1 (what the model gives) or uint8 HWC arrays. Float frames are
+# quantised by torch ops: vectorised, on all cores, with the GIL released (PyAV's swscale holds it).
+
+# BT.601 limited range, as swscale converts untagged RGB to yuv420p: Y in 16..235, chroma in 16..240
+RGB_TO_YUV = torch.tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
+
+
+def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
+    """float [..., C, H, W] in 0..1 -> uint8 [..., H, W, C], rounded."""
+    scaled = frames.mul(255).add_(0.5).clamp_(0, 255)
+    out = torch.empty(scaled.shape[:-3] + scaled.shape[-2:] + scaled.shape[-3:-2], dtype=torch.uint8)
+    out.movedim(-1, -3).copy_(scaled)  # cast and layout change in one pass
+    return out.numpy()
+
+
+def to_yuv420p(frame: torch.Tensor) -> np.ndarray:
+    """float RGB `[3,H,W]` or grey `[1,H,W]` in 0..1 (even H and W) -> the `(H*3/2, W)` uint8 planes
+    `av.VideoFrame.from_ndarray(..., format="yuv420p")` takes: Y, then U and V from 2x2 means."""
+    channels, height, width = frame.shape
+    out = torch.empty((height * 3 // 2, width), dtype=torch.uint8)
+    luma, chroma = out[:height].view(-1), out[height:].view(-1)
+    if channels == 1:  # grey: the same Y as RGB with three equal channels (the weights sum to 219), no chroma
+        luma.copy_(frame.reshape(-1).mul(219).add_(16.5))
+        chroma.fill_(128)
+        return out.numpy()
+    weights = RGB_TO_YUV.to(frame.dtype)
+    luma.copy_(torch.matmul(weights[:1], frame.reshape(3, -1)).add_(16.5).clamp_(0, 255).view(-1))
+    means = F.avg_pool2d(frame[None], 2)[0].reshape(3, -1)  # the colour conversion is linear: average first
+    chroma.copy_(torch.matmul(weights[1:], means).add_(128.5).clamp_(0, 255).view(-1))
+    return out.numpy()
+
+
+def _as_uint8_hwc(frame) -> np.ndarray:
+    return to_uint8_hwc(frame) if isinstance(frame, torch.Tensor) else frame
+
+
 # ---- sinks -----------------------------------------------------------------------------------------
 
 def check_writable(path, overwrite: bool) -> Path:
@@ -243,7 +282,8 @@ class FrameSink:
         self.path = check_writable(path, overwrite)
         self.frames = 0
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame) -> None:
+        """One frame: float CHW torch tensor in 0..1, or uint8 HWC array (C = 1, 3 or 4)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -269,7 +309,8 @@ class PngSequenceSink(FrameSink):
         super().__init__(path, overwrite)
         self._temporary = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame) -> None:
+        frame = _as_uint8_hwc(frame)
         image = Image.fromarray(frame[..., 0] if frame.ndim == 3 and frame.shape[-1] == 1 else frame)
         image.save(self._temporary / f"{self.frames:04d}.png", compress_level=1)  # fast; PNG stays lossless
         self.frames += 1
@@ -348,6 +389,8 @@ class VideoSink(FrameSink):
             codec = "libx264"
             self._conversions = ("yuv444p",) if width % 2 or height % 2 else ("yuv420p",)
         self.pix_fmt = self._conversions[-1]
+        # float frames become yuv420p planes in torch (see to_yuv420p), skipping swscale; even sizes only
+        self._torch_yuv420p = self.pix_fmt == "yuv420p" and not (width % 2 or height % 2)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self._temporary = _temporary_sibling(self.path)
         self._audio = None
@@ -381,7 +424,18 @@ class VideoSink(FrameSink):
         speed = {"deadline": "good", "cpu-used": "4", "row-mt": "1"}
         return speed if mbps else {"crf": "20", "b": "0", **speed}
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame) -> None:
+        if self._torch_yuv420p and isinstance(frame, torch.Tensor) and frame.shape[0] in (1, 3):
+            video_frame = av.VideoFrame.from_ndarray(to_yuv420p(frame), format="yuv420p")
+        else:
+            video_frame = self._converted(_as_uint8_hwc(frame))
+        video_frame.pts = self.frames
+        self._container.mux(self._stream.encode(video_frame))
+        self.frames += 1
+        if self._audio is not None:
+            self._audio.feed_until(float(self.frames / self.fps))
+
+    def _converted(self, frame: np.ndarray) -> "av.VideoFrame":
         if frame.ndim == 3 and frame.shape[-1] == 1:
             frame = frame[..., 0]
         # a matte goes in as one grey plane: a third of the bytes of RGB for the colour conversion to read
@@ -389,11 +443,7 @@ class VideoSink(FrameSink):
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=pixel_format)
         for pix_fmt in self._conversions:
             video_frame = video_frame.reformat(format=pix_fmt)
-        video_frame.pts = self.frames
-        self._container.mux(self._stream.encode(video_frame))
-        self.frames += 1
-        if self._audio is not None:
-            self._audio.feed_until(float(self.frames / self.fps))
+        return video_frame
 
     def close(self) -> None:
         if not self.frames:

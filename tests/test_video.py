@@ -4,8 +4,9 @@ import os
 import av
 import numpy as np
 import pytest
+import torch
 
-from rvm.video import (PngSequenceSink, VideoError, VideoSink, open_source, read_frames, read_rgba)
+from rvm.video import (PngSequenceSink, VideoError, VideoSink, open_source, read_frames, read_rgba, to_yuv420p)
 
 from .conftest import CLIPS, need
 from .video_helpers import image_folder, short_clip
@@ -95,6 +96,36 @@ def test_audio_is_copied(tmp_path, suffix, codec):
         assert [s.codec_context.name for s in container.streams.audio] == [codec]  # AAC remuxed; WebM needs Opus
         assert sum(f.samples for f in container.decode(audio=0)) > 0.2 * 44100 * 0.9
     assert decoded(path)[0] == 6
+
+
+def test_float_frames_become_the_planes_swscale_makes():
+    """Float frames skip swscale (torch makes the yuv420p planes): the same planes, up to rounding and
+    the chroma filter, for colour and grey frames."""
+    for frame in read_frames(need(CLIPS / "person_a.mp4"), 3):
+        for image, pixel_format in ((frame, "rgb24"), (np.ascontiguousarray(frame[..., 1]), "gray")):
+            swscale = av.VideoFrame.from_ndarray(image, format=pixel_format).reformat(format="yuv420p").to_ndarray()
+            ours = to_yuv420p(torch.from_numpy(image.reshape(92, 162, -1)).permute(2, 0, 1).float() / 255)
+            luma, chroma = np.abs(ours.astype(int) - swscale)[:92], np.abs(ours.astype(int) - swscale)[92:]
+            assert luma.max() <= 1 and chroma.max() <= 2 and chroma.mean() < 0.25, pixel_format
+
+
+def test_float_frames_encode(tmp_path):
+    frames = read_frames(need(CLIPS / "person_a.mp4"), 6)
+    for name, images in (("rgb", frames), ("grey", [f[..., 1:2] for f in frames])):
+        with VideoSink(tmp_path / f"{name}.mp4", 20, (162, 92)) as sink:
+            for image in images:
+                sink.write(torch.from_numpy(image).permute(2, 0, 1).float() / 255)
+        back = np.stack(read_frames(tmp_path / f"{name}.mp4")).astype(int)
+        assert np.abs(back[..., :images[0].shape[-1]] - np.stack(images)).mean() < 6, name  # H.264 and 4:2:0: lossy
+
+
+def test_yuv420p_planes_of_known_colours():
+    white, black = torch.ones(3, 2, 2), torch.zeros(3, 2, 2)
+    assert to_yuv420p(white).ravel().tolist() == [235] * 4 + [128, 128]  # BT.601 limited range, as swscale
+    assert to_yuv420p(black).ravel().tolist() == [16] * 4 + [128, 128]
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1).expand(3, 2, 2)
+    assert to_yuv420p(red).ravel().tolist() == [81] * 4 + [90, 240]
+    assert to_yuv420p(torch.full((1, 2, 2), 0.5)).ravel().tolist() == [126] * 4 + [128, 128]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
