@@ -183,9 +183,11 @@ def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path
 
 def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple[float, int]:
     """The baseline conversion: a plain loop in the style of the official converter, one frame at a time on one
-    thread (decode, to a float tensor, infer, composite, to bytes, encode), alpha written as RGB as the official
-    writer does. Same runtime, same encoders and settings as `convert_video`, so only the loop differs."""
+    thread: decode, a PIL image turned into a float tensor (as its reader and ToTensor do), infer, composite,
+    to bytes, encode, alpha written as RGB as its writer does. Same runtime, same encoders and settings as
+    `convert_video`, so only the loop differs."""
     import torch
+    from PIL import Image
     from rvm.contracts import DEFAULT_GREEN
     from rvm.video import VideoSink, open_source
     started = time.perf_counter()
@@ -196,7 +198,8 @@ def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple
         sinks = [VideoSink(out / f"plain_{name}.mp4", source.fps, source.size, overwrite=True)
                  for name in ("composition", "alpha")]
         for frame in source:
-            src = torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0).float().div(255)
+            image = np.array(Image.fromarray(frame))
+            src = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
             fgr, pha = (torch.from_numpy(x) for x in runtime.run_nchw(src.numpy(), ratio))
             composition = fgr * pha + background * (1 - pha)
             for sink, image in zip(sinks, (composition, pha.repeat(1, 3, 1, 1))):
