@@ -232,7 +232,20 @@ def _peak_memory_child(queue, model_source, name, backend, precision, path, vide
     runtime = open_runtime(model, name, backend, precision, {(name, precision): path}, "cpu")
     with tempfile.TemporaryDirectory() as out:
         conversion_fps(runtime, video, ratio, True, Path(out))
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB (Linux reports KiB)
+    queue.put(peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. On Linux from VmHWM: ru_maxrss survives exec, so a child spawned
+    from a big parent would report the parent's size (it did: 3.9 GB for any clip length)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def peak_memory_mib(model_source, name, backend, precision, path, video, ratio) -> float:

@@ -45,3 +45,25 @@ def test_parity_json_lists_rows_with_errors(capsys):
 def test_parity_rejects_unknown_backend(capsys):
     assert main(["parity", "--backends", "onnx,caffe"]) == 2
     assert "unknown backend(s) caffe" in capsys.readouterr().err
+
+
+def _report_peak(queue):
+    from rvm.bench import peak_rss_mib
+    queue.put(peak_rss_mib())
+
+
+def test_peak_memory_of_a_spawned_child_is_its_own():
+    """ru_maxrss survives exec: a child spawned from a big parent must not report the parent's peak."""
+    import multiprocessing
+
+    import numpy as np
+
+    from rvm.bench import peak_rss_mib
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB held by this process while the child runs
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_report_peak, args=(queue,))
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    assert queue.get() < peak_rss_mib() - 300 and ballast.sum() > 0
