@@ -10,7 +10,7 @@ import resource
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -44,6 +44,7 @@ class TensorResult:
     ratio_to_pytorch: Optional[float] = None
     status: str = "ok"
     reason: str = ""
+    repeat_fps: List[float] = field(default_factory=list)  # one per repeat, in the order they were taken
 
 
 @dataclass
@@ -83,8 +84,15 @@ def sample_frame(width: int, height: int) -> np.ndarray:
 
 def interleaved_fps(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
                     warmup: int = 2) -> dict:
-    """Median over repeats of frames/s per runtime, recurrent state carried, warm-up excluded. The repeats
-    take turns across runtimes, so a slow spell of a noisy machine does not land on one backend alone."""
+    """Median over repeats of frames/s per runtime (see `interleaved_rates`)."""
+    return {key: statistics.median(values) for key, values in
+            interleaved_rates(runtimes, src, ratio, frames, repeats, warmup).items()}
+
+
+def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
+                      warmup: int = 2) -> dict:
+    """frames/s per runtime and repeat, recurrent state carried, warm-up excluded. The repeats take turns
+    across runtimes, so a slow spell of a noisy machine does not land on one backend alone."""
     for runtime in runtimes.values():
         runtime.reset()
         for _ in range(warmup):
@@ -96,7 +104,7 @@ def interleaved_fps(runtimes: dict, src: np.ndarray, ratio: float, frames: int, 
             for _ in range(frames):
                 runtime.run_nchw(src, ratio)
             rates[key].append(frames / (time.perf_counter() - started))
-    return {key: statistics.median(values) for key, values in rates.items()}
+    return rates
 
 
 def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int) -> float:
@@ -306,11 +314,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             r = ratios[(width, height)]
             src = sample_frame(width, height)
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
-            rates = interleaved_fps(runtimes, src, r, frames, repeats)
-            baseline = rates.get(("pytorch", "fp32"))
-            for (name, precision), fps in rates.items():
+            rates = interleaved_rates(runtimes, src, r, frames, repeats)
+            baseline = statistics.median(rates[("pytorch", "fp32")]) if ("pytorch", "fp32") in rates else None
+            for (name, precision), values in rates.items():
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
-                                                runtimes[(name, precision)].info.device, fps))
+                                                runtimes[(name, precision)].info.device, statistics.median(values),
+                                                repeat_fps=values))
             for row in tensor_rows:
                 if row.resolution == f"{width}x{height}" and row.fps and baseline:
                     row.ratio_to_pytorch = row.fps / baseline
@@ -369,7 +378,9 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         summary[resolution] = {
             "fastest": f"{fastest.name} {fastest.precision}",
             "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch,
-            "our_onnx_fp32_over_official": ours.fps / official.fps if ours and official else None,
+            # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
+            "our_onnx_fp32_over_official": median_ratio(ours.repeat_fps, official.repeat_fps)
+            if ours and official else None,
         }
     for row in conversion_rows:
         summary.setdefault(row.resolution, {}).update({
