@@ -82,13 +82,6 @@ def sample_frame(width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], dtype=np.float32) / 255
 
 
-def interleaved_fps(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
-                    warmup: int = 2) -> dict:
-    """Median over repeats of frames/s per runtime (see `interleaved_rates`)."""
-    return {key: statistics.median(values) for key, values in
-            interleaved_rates(runtimes, src, ratio, frames, repeats, warmup).items()}
-
-
 def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
                       warmup: int = 2) -> dict:
     """frames/s per runtime and repeat, recurrent state carried, warm-up excluded. The repeats take turns
@@ -108,7 +101,7 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
 
 
 def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int) -> float:
-    return interleaved_fps({0: runtime}, src, ratio, frames, repeats)[0]
+    return statistics.median(interleaved_rates({0: runtime}, src, ratio, frames, repeats)[0])
 
 
 def build_artifacts(model, targets, folder: str, official_onnx) -> dict:
@@ -185,8 +178,7 @@ def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path
     summary = convert_video(str(video), runtime=runtime, downsample_ratio=ratio, pipeline=pipeline,
                             output_composition=str(out / "composition.mp4"), output_alpha=str(out / "alpha.mp4"),
                             progress=False, overwrite=True)
-    frames = summary["frames"] if isinstance(summary, dict) else summary.frames
-    return frames / (time.perf_counter() - started), frames
+    return summary.frames / (time.perf_counter() - started), summary.frames
 
 
 def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple[float, int]:
@@ -210,8 +202,8 @@ def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple
             src = torch.from_numpy(image).permute(2, 0, 1).contiguous().float().div(255).unsqueeze(0)
             fgr, pha = (torch.from_numpy(x) for x in runtime.run_nchw(src.numpy(), ratio))
             composition = fgr * pha + background * (1 - pha)
-            for sink, image in zip(sinks, (composition, pha.repeat(1, 3, 1, 1))):
-                sink.write(image.mul(255).byte().permute(0, 2, 3, 1).numpy()[0])
+            for sink, output in zip(sinks, (composition, pha.repeat(1, 3, 1, 1))):
+                sink.write(output.mul(255).byte().permute(0, 2, 3, 1).numpy()[0])
             frames += 1
         for sink in sinks:
             sink.close()
@@ -234,7 +226,7 @@ def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> 
 
 
 def _peak_memory_child(queue, model_source, name, backend, precision, path, video, ratio):
-    """Runs in a fresh process so ru_maxrss is the conversion's own peak."""
+    """Runs in a fresh process so its peak memory is the conversion's own."""
     from rvm.checkpoints import load_model
     model = load_model(model_source)
     runtime = open_runtime(model, name, backend, precision, {(name, precision): path}, "cpu")
