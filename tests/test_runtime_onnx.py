@@ -54,6 +54,19 @@ def test_state_round_trip_continues_the_stream(official, frames):
     assert np.array_equal(runtime.run_nchw(frames[3])[1], expected)
 
 
+def test_outputs_of_earlier_frames_are_not_overwritten(official, frames):
+    """fgr/pha are written by ORT straight into arrays the runtime hands out: each frame must get new ones,
+    since a pipeline still composites frame t while frame t+1 runs."""
+    runtime = Runtime.load(official, device="cpu", downsample_ratio=0.5)
+    first_fgr, first_pha = runtime.run_nchw(frames[0])
+    kept = first_fgr.copy(), first_pha.copy()
+    second_fgr, second_pha = runtime.run_nchw(frames[5])
+    assert not np.shares_memory(first_pha, second_pha) and not np.shares_memory(first_fgr, second_fgr)
+    assert np.array_equal(first_fgr, kept[0]) and np.array_equal(first_pha, kept[1])
+    assert not np.array_equal(first_pha, second_pha)
+    assert first_fgr.shape == (1, 3, *frames[0].shape[2:]) and first_pha.dtype == np.float32
+
+
 def test_state_from_another_resolution(official, frames):
     narrow = clip_frames("person_narrow.mp4", count=2)
     raising = Runtime.load(official, device="cpu", downsample_ratio=0.5, on_resolution_change="raise")
