@@ -2,9 +2,9 @@
 
 Scripted, not traced: tracing bakes the downsample ratio and the `None` initial states, scripting keeps
 `model(src, r1, r2, r3, r4, downsample_ratio)` with a runtime float ratio, `None` states and `[B,T,C,H,W]`
-input. Not frozen: `torch.jit.freeze` keeps that contract but measured within noise of the scripted module
-(512x288 CPU, 0.019 vs 0.023 s/frame), `optimize_for_inference` was slower and ties the graph to CPU
-(MKL-DNN) kernels; unfrozen, the file loads onto any device with `map_location`, as the official ones do.
+input. Not frozen in the file: unfrozen, it loads onto any device with `map_location`, as the official ones
+do; `TorchScriptRuntime` freezes it after loading (5-10% faster at 1080p on CPU, see `rvm bench`).
+`optimize_for_inference` was slower still and ties the graph to CPU (MKL-DNN) kernels.
 """
 import copy
 import json

@@ -100,10 +100,6 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def tensor_fps(runtime, src: np.ndarray, ratio: float, frames: int, repeats: int) -> float:
-    return statistics.median(interleaved_rates({0: runtime}, src, ratio, frames, repeats)[0])
-
-
 def build_artifacts(model, targets, folder: str, official_onnx) -> dict:
     """name/precision -> path or the exception that stopped its export."""
     from exporters import ExportOptions, export
@@ -137,19 +133,31 @@ def open_runtime(model, name, backend, precision, paths, device):
 
 def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
     """ONNX Runtime CPU session settings side by side: the numbers behind OnnxRuntime's defaults
-    (optimisation level ALL, one intra-op thread per physical core)."""
+    (optimisation level ALL, one intra-op thread per physical core, no spinning)."""
     from runtimes.onnxruntime import OnnxRuntime, physical_cores
-    settings = [(level, threads, False) for threads in sorted({1, physical_cores()})
-                for level in ("basic", "extended", "all")]
-    settings.append(("all", physical_cores(), True))
-    rows = []
-    for level, threads, spinning in settings:
-        runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=level, intra_op_threads=threads,
-                                        spinning=spinning)
-        rows.append({"graph_optimization": level, "intra_op_threads": threads, "spinning": spinning,
-                     "fps": tensor_fps(runtime, src, ratio, frames, repeats)})
+    settings = [{"graph_optimization": level, "intra_op_threads": threads, "spinning": False}
+                for threads in sorted({1, physical_cores()}) for level in ("basic", "extended", "all")]
+    settings.append({"graph_optimization": "all", "intra_op_threads": physical_cores(), "spinning": True})
+    return settings_sweep(settings, lambda options: OnnxRuntime.from_path(path, device="cpu", **options),
+                          src, ratio, frames, repeats)
+
+
+def torchscript_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
+    """TorchScript loaded as saved or frozen: the number behind TorchScriptRuntime's freeze=True."""
+    from runtimes.torchscript import TorchScriptRuntime
+    return settings_sweep([{"freeze": False}, {"freeze": True}],
+                          lambda options: TorchScriptRuntime.from_path(path, device="cpu", **options),
+                          src, ratio, frames, repeats)
+
+
+def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: float, frames: int,
+                   repeats: int) -> List[dict]:
+    """frames/s of one artifact opened with each of `settings`, repeats taken in turns."""
+    runtimes = {i: open_with(options) for i, options in enumerate(settings)}
+    rates = interleaved_rates(runtimes, src, ratio, frames, repeats)
+    for runtime in runtimes.values():
         runtime.close()
-    return rows
+    return [{**options, "fps": statistics.median(rates[i])} for i, options in enumerate(settings)]
 
 
 def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
@@ -307,21 +315,23 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             src = sample_frame(width, height)
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
             rates = interleaved_rates(runtimes, src, r, frames, repeats)
-            baseline = statistics.median(rates[("pytorch", "fp32")]) if ("pytorch", "fp32") in rates else None
+            baseline = rates.get(("pytorch", "fp32"))
             for (name, precision), values in rates.items():
+                # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
                                                 runtimes[(name, precision)].info.device, statistics.median(values),
-                                                repeat_fps=values))
-            for row in tensor_rows:
-                if row.resolution == f"{width}x{height}" and row.fps and baseline:
-                    row.ratio_to_pytorch = row.fps / baseline
+                                                median_ratio(values, baseline) if baseline else None, repeat_fps=values))
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
         r = ratios[(width, height)]
         onnx_path = paths.get(("onnx", "fp32"))
-        settings = []
+        torchscript_path = paths.get(("torchscript", "fp32"))
+        settings, torchscript_settings = [], []
         if device == "cpu" and isinstance(onnx_path, Path):
             settings = onnx_settings_sweep(onnx_path, sample_frame(width, height), r, frames, repeats)
+        if device == "cpu" and isinstance(torchscript_path, Path):
+            torchscript_settings = torchscript_settings_sweep(torchscript_path, sample_frame(width, height), r,
+                                                              frames, repeats)
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
@@ -348,7 +358,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             runtime.close()
     result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
-              "onnx_cpu_settings": settings}
+              "onnx_cpu_settings": settings, "torchscript_cpu_settings": torchscript_settings}
     if memory:
         counts = sorted(memory)
         result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
@@ -408,6 +418,10 @@ def to_markdown(result: dict) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['spinning']} | {s['fps']:.2f} |"
                   for s in result["onnx_cpu_settings"]]
+    if result["torchscript_cpu_settings"]:
+        lines += ["", "TorchScript fp32 on CPU, as saved or frozen at load (default: frozen):", "",
+                  "| frozen | frames/s |", "|---|---|"]
+        lines += [f"| {s['freeze']} | {s['fps']:.2f} |" for s in result["torchscript_cpu_settings"]]
     if "peak_memory_mib" in result:
         memory = result["peak_memory_mib"]
         lines += ["", "Peak memory of a pipelined conversion (" + memory["backend"] + "): " +

@@ -8,7 +8,7 @@ from .conftest import CLIPS, DGF_WEIGHTS, need
 
 
 def test_bench_json_reports_every_section(capsys):
-    argv = ["bench", "--backends", "onnx", "--checkpoint", str(need(DGF_WEIGHTS)), "--resolutions", "160x96,192x108",
+    argv = ["bench", "--backends", "onnx,torchscript", "--checkpoint", str(need(DGF_WEIGHTS)), "--resolutions", "160x96,192x108",
             "--ratio", "0.5", "--frames", "2", "--repeats", "1", "--e2e-frames", "6", "--e2e-repeats", "2", "--memory-frames", "4,8", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
@@ -16,7 +16,8 @@ def test_bench_json_reports_every_section(capsys):
     rows = {(t["name"], t["precision"], t["resolution"]): t for t in result["tensor"]}
     for resolution in ("160x96", "192x108"):
         assert rows[("pytorch", "fp32", resolution)]["ratio_to_pytorch"] == 1.0
-        for name, precision in (("onnx", "fp32"), ("onnx", "fp16"), ("onnx (official download)", "fp32")):
+        for name, precision in (("onnx", "fp32"), ("onnx", "fp16"), ("onnx (official download)", "fp32"),
+                                ("torchscript", "fp32"), ("torchscript", "fp16")):
             row = rows[(name, precision, resolution)]
             assert row["fps"] > 0 and row["ratio_to_pytorch"] > 0
         assert result["summary"][resolution]["our_onnx_fp32_over_official"] > 0
@@ -27,6 +28,7 @@ def test_bench_json_reports_every_section(capsys):
     for c in conversion:
         assert result["summary"]["160x96"][f"conversion_speedup_{c['name']}_{c['precision']}"] == c["speedup"]
     assert {s["graph_optimization"] for s in result["onnx_cpu_settings"]} == {"basic", "extended", "all"}
+    assert [(s["freeze"], s["fps"] > 0) for s in result["torchscript_cpu_settings"]] == [(False, True), (True, True)]
     memory = result["peak_memory_mib"]
     assert memory["4"] > 0 and memory["8"] > 0 and memory["ratio_longest_to_shortest"] > 0
 
