@@ -440,7 +440,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
     parser.add_argument("--e2e-frames", type=int, default=120,
                         help="frames of the encoded clip converted end to end; 0 skips (default %(default)s)")
-    parser.add_argument("--e2e-repeats", type=int, default=3,
+    parser.add_argument("--e2e-repeats", type=int, default=5,
                         help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
     parser.add_argument("--memory-frames", default="60,600",
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
