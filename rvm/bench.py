@@ -293,7 +293,7 @@ def cpu_model() -> str:
 
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", official_onnx=None,
-              e2e_repeats: int = 3) -> dict:
+              e2e_repeats: int = 5) -> dict:
     from rvm.contracts import auto_downsample_ratio
     from rvm.parity import one_line
     targets = [t for t in TARGETS if t[1] in backends]
