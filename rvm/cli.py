@@ -64,6 +64,8 @@ def _add_convert(subparsers) -> None:
 
 def _run_convert(args) -> int:
     from .convert import convert_video
+    from .memory import keep_freed_memory
+    keep_freed_memory()  # this process is ours: PyTorch conversions ~8% faster at 1080p (see rvm/memory.py)
     if args.model and args.checkpoint:
         raise ValueError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
     runtime = None
