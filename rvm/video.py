@@ -26,7 +26,6 @@ import av
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +235,16 @@ def to_yuv420p(frame: torch.Tensor) -> np.ndarray:
         return out.numpy()
     weights = RGB_TO_YUV.to(frame.dtype)
     luma.copy_(torch.matmul(weights[:1], frame.reshape(3, -1)).add_(16.5).clamp_(0, 255).view(-1))
-    means = F.avg_pool2d(frame[None], 2)[0].reshape(3, -1)  # the colour conversion is linear: average first
+    means = mean_2x2(frame).reshape(3, -1)  # the colour conversion is linear: average first
     chroma.copy_(torch.matmul(weights[1:], means).add_(128.5).clamp_(0, 255).view(-1))
     return out.numpy()
+
+
+def mean_2x2(frame: torch.Tensor) -> torch.Tensor:
+    """Means of 2x2 blocks of `[C,H,W]` (even H, W) as two strided adds: 2 ms of CPU for a 1080p RGB frame, where
+    `avg_pool2d` takes 18 (a third of a conversion's composition stage)."""
+    rows = frame[:, 0::2] + frame[:, 1::2]
+    return (rows[:, :, 0::2] + rows[:, :, 1::2]).mul_(0.25)
 
 
 def _as_uint8_hwc(frame) -> np.ndarray:

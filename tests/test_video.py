@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.video import (PngSequenceSink, VideoError, VideoSink, open_source, read_frames, read_rgba, to_yuv420p)
+from rvm.video import (PngSequenceSink, VideoError, VideoSink, mean_2x2, open_source, read_frames, read_rgba,
+                       to_yuv420p)
 
 from .conftest import CLIPS, need
 from .video_helpers import image_folder, short_clip
@@ -117,6 +118,13 @@ def test_float_frames_encode(tmp_path):
                 sink.write(torch.from_numpy(image).permute(2, 0, 1).float() / 255)
         back = np.stack(read_frames(tmp_path / f"{name}.mp4")).astype(int)
         assert np.abs(back[..., :images[0].shape[-1]] - np.stack(images)).mean() < 6, name  # H.264 and 4:2:0: lossy
+
+
+def test_mean_2x2_is_the_2x2_average_pool():
+    frame = torch.rand(3, 10, 14, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.avg_pool2d(frame[None], 2)[0]
+    assert mean_2x2(frame).shape == (3, 5, 7) and torch.allclose(mean_2x2(frame), expected, atol=1e-7, rtol=0)
+    assert mean_2x2(torch.arange(4.0).view(1, 2, 2)).item() == 1.5
 
 
 def test_yuv420p_planes_of_known_colours():
