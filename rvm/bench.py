@@ -60,6 +60,7 @@ class ConversionResult:
     speedup_over_sequential: float  # what the overlap alone buys
     tensor_fps: Optional[float]
     share_of_tensor: Optional[float]  # pipelined conversion fps / tensor fps
+    rounds: dict = field(default_factory=dict)  # plain/sequential/pipelined -> fps of each round, in order
 
 
 def parse_resolutions(text: str) -> List[Tuple[int, int]]:
@@ -347,7 +348,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 conversion_rows.append(ConversionResult(
                     key[0], key[1], f"{width}x{height}", e2e_frames, pipelined, statistics.median(runs["sequential"]),
                     statistics.median(runs["plain"]), median_ratio(runs["pipelined"], runs["plain"]),
-                    median_ratio(runs["pipelined"], runs["sequential"]), tensor, pipelined / tensor))
+                    median_ratio(runs["pipelined"], runs["sequential"]), tensor, pipelined / tensor, runs))
         if memory_frames and fastest is not None:
             for count in memory_frames:
                 video = make_test_video(Path(folder) / f"memory_{count}.mp4", width, height, count)

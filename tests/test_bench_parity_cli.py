@@ -27,6 +27,7 @@ def test_bench_json_reports_every_section(capsys):
                               for c in conversion)
     for c in conversion:
         assert result["summary"]["160x96"][f"conversion_speedup_{c['name']}_{c['precision']}"] == c["speedup"]
+        assert {k: len(v) for k, v in c["rounds"].items()} == {"plain": 2, "sequential": 2, "pipelined": 2}
     assert {s["graph_optimization"] for s in result["onnx_cpu_settings"]} == {"basic", "extended", "all"}
     assert [(s["freeze"], s["fps"] > 0) for s in result["torchscript_cpu_settings"]] == [(False, True), (True, True)]
     memory = result["peak_memory_mib"]
