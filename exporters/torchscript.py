@@ -2,9 +2,9 @@
 
 Scripted, not traced: tracing bakes the downsample ratio and the `None` initial states, scripting keeps
 `model(src, r1, r2, r3, r4, downsample_ratio)` with a runtime float ratio, `None` states and `[B,T,C,H,W]`
-input. Not frozen in the file: unfrozen, it loads onto any device with `map_location`, as the official ones
-do; `TorchScriptRuntime` freezes it after loading (5-10% faster at 1080p on CPU, see `rvm bench`).
-`optimize_for_inference` was slower still and ties the graph to CPU (MKL-DNN) kernels.
+input. Not frozen: unfrozen, it loads onto any device with `map_location`, as the official ones do;
+`TorchScriptRuntime(freeze=True)` freezes at load, which `rvm bench` measures (within noise at 1080p on CPU).
+`optimize_for_inference` was slower and ties the graph to CPU (MKL-DNN) kernels.
 """
 import copy
 import json

@@ -144,7 +144,7 @@ def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeat
 
 
 def torchscript_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
-    """TorchScript loaded as saved or frozen: the number behind TorchScriptRuntime's freeze=True."""
+    """TorchScript loaded as saved or frozen: the numbers behind TorchScriptRuntime's freeze=False default."""
     from runtimes.torchscript import TorchScriptRuntime
     return settings_sweep([{"freeze": False}, {"freeze": True}],
                           lambda options: TorchScriptRuntime.from_path(path, device="cpu", **options),
@@ -420,7 +420,7 @@ def to_markdown(result: dict) -> str:
         lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['spinning']} | {s['fps']:.2f} |"
                   for s in result["onnx_cpu_settings"]]
     if result["torchscript_cpu_settings"]:
-        lines += ["", "TorchScript fp32 on CPU, as saved or frozen at load (default: frozen):", "",
+        lines += ["", "TorchScript fp32 on CPU, as saved or frozen at load (default: as saved):", "",
                   "| frozen | frames/s |", "|---|---|"]
         lines += [f"| {s['freeze']} | {s['fps']:.2f} |" for s in result["torchscript_cpu_settings"]]
     if "peak_memory_mib" in result:
