@@ -19,7 +19,7 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
                  freeze: bool = False, **options):
         """`freeze`: `torch.jit.freeze` the module (weights inlined as constants, conv and batch norm folded;
         outputs move by up to 4e-6). Off by default: in `rvm bench`'s TorchScript settings rows (1080p, CPU) it
-        came out between -1% and +3% over five runs, within noise, while unfrozen stays bit-exact with PyTorch."""
+        came out between -3% and +3% over seven runs, within noise, while unfrozen stays bit-exact with PyTorch."""
         self.device = device
         self.dtype = next(module.parameters()).dtype
         self.module = torch.jit.freeze(module.eval()) if freeze else module.eval()
