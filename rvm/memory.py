@@ -8,7 +8,6 @@ Keeping freed memory in the heap for reuse removes that. It is process-wide, so 
 turns it on for its own process; the library never does it behind a caller's back.
 """
 import ctypes
-import ctypes.util
 import logging
 import platform
 
@@ -23,7 +22,7 @@ def keep_freed_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them: no library search at start-up
         kept = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1 and libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1
     except (OSError, AttributeError):
         return False
