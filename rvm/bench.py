@@ -328,11 +328,11 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         onnx_path = paths.get(("onnx", "fp32"))
         torchscript_path = paths.get(("torchscript", "fp32"))
         settings, torchscript_settings = [], []
+        src = sample_frame(width, height)
         if device == "cpu" and isinstance(onnx_path, Path):
-            settings = onnx_settings_sweep(onnx_path, sample_frame(width, height), r, frames, repeats)
+            settings = onnx_settings_sweep(onnx_path, src, r, frames, repeats)
         if device == "cpu" and isinstance(torchscript_path, Path):
-            torchscript_settings = torchscript_settings_sweep(torchscript_path, sample_frame(width, height), r,
-                                                              frames, repeats)
+            torchscript_settings = torchscript_settings_sweep(torchscript_path, src, r, frames, repeats)
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
