@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections import deque
@@ -417,16 +418,24 @@ class ProcessSlot:
         self.process = None
 
 
-def local_slots(model: str, device: str = "auto", workers: Optional[int] = None,
-                threads: Optional[int] = None) -> List[ProcessSlot]:
+@dataclass
+class Pool:
+    """An executor's slots, each running one job at a time, and how to release them when the batch is over."""
+    slots: list
+    close: Callable[[], None]
+
+
+def local_pool(model: str, device: str = "auto", workers: Optional[int] = None, threads: Optional[int] = None) -> Pool:
     """A pool sized to the machine: one worker per GPU where there are GPUs, else one per THREADS_PER_WORKER cores."""
     gpus = _cuda_devices() if device in ("auto", "cuda") else 0
     if gpus:
         workers = workers or gpus
-        return [ProcessSlot(i, model, f"cuda:{i % gpus}", threads) for i in range(workers)]
-    threads = threads or THREADS_PER_WORKER
-    workers = workers or max(1, (os.cpu_count() or 1) // threads)
-    return [ProcessSlot(i, model, "cpu" if device == "auto" else device, threads) for i in range(workers)]
+        slots = [ProcessSlot(i, model, f"cuda:{i % gpus}", threads) for i in range(workers)]
+    else:
+        threads = threads or THREADS_PER_WORKER
+        workers = workers or max(1, (os.cpu_count() or 1) // threads)
+        slots = [ProcessSlot(i, model, "cpu" if device == "auto" else device, threads) for i in range(workers)]
+    return Pool(slots, lambda: [slot.stop() for slot in slots])
 
 
 def _cuda_devices() -> int:
@@ -605,8 +614,13 @@ def check_output_dir(output_dir: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise BatchError(f"output folder {output_dir}: {existing} is a file: pass a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BatchError(f"output folder {existing} is not writable: pass a folder you can write to")
+    try:  # a real file, not os.access: root passes every permission check, yet not a read-only filesystem's
+        descriptor, probe = tempfile.mkstemp(prefix=".rvm-batch-probe-", dir=existing)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise BatchError(f"output folder {existing} is not writable ({error.strerror}): pass a folder you can "
+                         f"write to") from None
 
 
 def resolve_model(model: Optional[str]) -> str:
@@ -658,20 +672,23 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
                     raise BatchError(f"output {taken[0]} already exists: pass --overwrite or choose another "
                                      f"output folder")
     executor = "ray" if use_ray or ray_address else "local"
-    if executor == "ray":
-        from .batch_ray import ray_slots
-        make_slots = lambda: ray_slots(jobs[0].model, device, ray_address, threads)  # noqa: E731
+    if not todo:
+        pool = Pool([], lambda: None)
+    elif executor == "ray":
+        from .batch_ray import ray_pool
+        pool = ray_pool(jobs[0].model, device, ray_address, threads)
     else:
-        make_slots = lambda: local_slots(jobs[0].model, device, workers, threads)  # noqa: E731
-    slots = make_slots() if todo else []
+        pool = local_pool(jobs[0].model, device, workers, threads)
+    for job in todo:  # manifests may name outputs in subfolders
+        for path in job.outputs.values():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    driver = Driver(todo, slots, ledger, retries, executor, progress)
+    driver = Driver(todo, pool.slots, ledger, retries, executor, progress)
     try:
         driver.run()
     finally:
         ledger.close()
-        for slot in slots:
-            getattr(slot, "close", lambda: None)()
+        pool.close()
     summaries = [driver.results.get(job.id) or _previous(job, ledger, executor) for job in jobs]
     result = BatchResult(summaries, time.perf_counter() - started, executor)
     _write_summary(output_dir / SUMMARY_NAME, result)
