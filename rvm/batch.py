@@ -12,6 +12,7 @@ killed mid-job leaves its temporaries behind, and the driver removes them before
 batch is interrupted). Long clips run as segments of `segment_frames` frames whose recurrent state is carried
 across each boundary (`rvm.batch_segments`), so a crash near the end costs one segment, not the clip.
 """
+import contextlib
 import csv
 import hashlib
 import json
@@ -72,7 +73,8 @@ class Job:
     outputs: Dict[str, str]  # output kind -> absolute path
     options: Dict[str, Any] = field(default_factory=dict)  # `convert_video` keyword options (JOB_OPTIONS)
     model: str = ""  # the artifact or checkpoint every job of the batch runs
-    segment_frames: int = 0  # run as segments of this many frames (0: whole)
+    segment_frames: int = 0  # run clips longer than this as segments of this many frames (0: whole)
+    work_dir: str = ""  # the batch's state folder, where segment parts wait to be joined
 
     @property
     def id(self) -> str:
@@ -209,11 +211,12 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
         raise BatchError(f"RGBA outputs are .mov (ProRes 4444) or .webm (VP9), not .{rgba_format}")
     base = {k: v for k, v in (options or {}).items() if v is not None}
     base["output_type"] = output_type
+    work_dir = str(output_dir / STATE_FOLDER)
     jobs = []
     for path in _expand_inputs(inputs):
         jobs.append(Job(str(path.absolute()), _default_outputs(path.stem, output_dir, outputs, output_type,
                                                              video_format, rgba_format), dict(base), model,
-                        segment_frames))
+                        segment_frames, work_dir))
     if manifest is not None:
         folder = Path(manifest).absolute().parent
         for row in read_manifest(manifest):
@@ -223,7 +226,7 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
             named = {k: str(output_dir / str(row[k])) for k in OUTPUT_KINDS if row.get(k)}
             job_outputs = named or _default_outputs(source.stem, output_dir, outputs, job_options["output_type"],
                                                     video_format, rgba_format)
-            jobs.append(Job(str(source), job_outputs, job_options, model, segment_frames))
+            jobs.append(Job(str(source), job_outputs, job_options, model, segment_frames, work_dir))
     if not jobs:
         raise BatchError("no input: pass video files, folders or globs, or --manifest FILE")
     owners: Dict[str, Job] = {}
@@ -330,6 +333,7 @@ class Worker:
         return {"frames": summary["frames"], "seconds": round(seconds, 3),
                 "frames_per_second": round(summary["frames"] / seconds, 2) if seconds else 0.0,
                 "segments": summary["segments"], "reused_segments": summary["reused_segments"],
+                "join_seconds": summary["join_seconds"],
                 "worker": self.name, "backend": self.runtime.backend, "device": self.runtime.info.device}
 
     def close(self) -> None:
@@ -343,16 +347,49 @@ def _one_line(error: BaseException) -> str:
 
 # ---- local executor: worker processes ------------------------------------------------------------------
 
+_ENV_LOCK = threading.Lock()
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_env(threads: Optional[int]):
+    """The environment a worker process starts with: OpenMP reads its thread count once, at load, and applies it
+    to every thread, where `torch.set_num_threads` covers only the calling one: without it the decode and encode
+    threads of each conversion ran torch ops on every core (2 workers: 26 instead of 37 frames/s here; Ray sets
+    the same variables for its actors)."""
+    if not threads:
+        yield
+        return
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in THREAD_ENV}
+        os.environ.update({name: str(threads) for name in THREAD_ENV})
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def _process_main(conn, model: str, device: str, threads: Optional[int]) -> None:
     """A worker process: jobs come in over `conn`, events go out. Ctrl-C is the driver's to handle; SIGTERM
     unwinds the job so `convert_video` removes its temporaries."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _end_with_parent()
     try:
         worker, load_error = Worker(model, device, threads), None
     except Exception as error:
         worker, load_error = None, f"cannot load model {model}: {_one_line(error)}"
-    while (job := conn.recv()) is not None:
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the driver is gone
+            return
+        if job is None:
+            return
         if worker is None:
             conn.send(("failed", load_error))
             continue
@@ -360,6 +397,18 @@ def _process_main(conn, model: str, device: str, threads: Optional[int]) -> None
             conn.send(("done", worker.run(Job.from_dict(job), lambda kind, payload: conn.send((kind, payload)))))
         except JobFailed as error:
             conn.send(("failed", str(error)))
+
+
+def _end_with_parent() -> None:
+    """SIGTERM to this worker when the driver dies however it dies, so no worker converts on for nobody (a
+    watchdog, not PR_SET_PDEATHSIG, which fires when the driver *thread* that started the worker ends)."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="rvm-batch-watchdog", daemon=True).start()
 
 
 class ProcessSlot:
@@ -375,7 +424,8 @@ class ProcessSlot:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_process_main, args=(child, self.model, self.device, self.threads),
                                        name=f"rvm-batch-worker-{self.index}", daemon=True)
-        self.process.start()
+        with _thread_env(self.threads):
+            self.process.start()
         child.close()
 
     def run(self, job: Job, on_event: Callable[[str, Any], None]) -> dict:
@@ -547,8 +597,11 @@ class Driver:
                     last_record = time.monotonic()
                     self.ledger.record(job, "running", attempt=attempt, frames=payload, **worker)
 
+        dispatched = time.perf_counter()
         try:
             result = slot.run(job, on_event)
+            # what the executor adds to a job: sending it, events, the result's way back
+            result["overhead_s"] = round(time.perf_counter() - dispatched - result["seconds"], 3)
         except JobFailed as error:
             self._advance(-counted)  # those frames will be done again (or never)
             if self.stopping:

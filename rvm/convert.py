@@ -22,7 +22,8 @@ from PIL import Image, ImageColor
 from tqdm import tqdm
 
 from .contracts import DEFAULT_GREEN
-from .video import IMAGE_SUFFIXES, FrameSink, PngSequenceSink, VideoError, VideoSink, check_writable, open_source
+from .video import (IMAGE_SUFFIXES, FrameSink, FrameSource, PngSequenceSink, VideoError, VideoSink, check_writable,
+                    open_source)
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +337,12 @@ def convert_video(input_source, runtime=None, checkpoint=None, variant=None, dev
     `frame_range=(start, stop)` converts only those frames (a segment of a long job; no audio is copied) and
     returns the recurrent state after the last one in `summary.state`; `initial_state` starts from a state so
     taken instead of zeros, so that segments run one after another give the frames of one whole run.
+    `input_source` may also be an open `FrameSource` (the caller closes it); with `frame_range` its iteration
+    must continue at `start`, as consecutive segments over one source leave it, so nothing is decoded twice.
     """
     started = time.perf_counter()
-    input_path = Path(input_source)
+    opened = not isinstance(input_source, FrameSource)
+    input_path = Path(input_source) if opened else input_source.path
     if seq_chunk < 1:
         raise ConvertError(f"seq_chunk must be >= 1, got {seq_chunk}")
     if frame_range is not None and not 0 <= frame_range[0] < frame_range[1]:
@@ -347,7 +351,7 @@ def convert_video(input_source, runtime=None, checkpoint=None, variant=None, dev
         raise ConvertError(f"output_video_mbps must be > 0, got {output_video_mbps}")
     outputs = _plan_outputs({"composition": output_composition, "alpha": output_alpha,
                              "foreground": output_foreground, "rgba": output_rgba}, output_type, input_path, overwrite)
-    source = open_source(input_path, input_resize)
+    source = open_source(input_path, input_resize) if opened else input_source
     try:
         composites = any(o.name == "composition" for o in outputs)
         if composites and background is None and output_type == "png_sequence":
@@ -361,12 +365,13 @@ def convert_video(input_source, runtime=None, checkpoint=None, variant=None, dev
             if initial_state is not None:
                 runtime.state = initial_state
             summary = _convert(source, runtime, downsample_ratio, outputs, backgrounds, seq_chunk, output_video_mbps,
-                               progress, overwrite, pipeline, on_frames, frame_range)
+                               progress, overwrite, pipeline, on_frames, frame_range, skip=opened)
         finally:
             if owned_runtime is not None:
                 owned_runtime.close()
     finally:
-        source.close()
+        if opened:
+            source.close()
     summary.seconds = time.perf_counter() - started
     log.info("converted %d frames in %.1f s (%.1f frames/s): %s", summary.frames, summary.seconds,
              summary.frames_per_second, ", ".join(summary.outputs.values()))
@@ -386,12 +391,12 @@ def _check_runtime_fits(runtime, size: Tuple[int, int], downsample_ratio) -> Non
 
 
 def _convert(source, runtime, ratio, outputs: List[_Output], backgrounds, seq_chunk: int, mbps, progress: bool,
-             overwrite: bool, pipeline: bool, on_frames, frame_range) -> ConvertSummary:
+             overwrite: bool, pipeline: bool, on_frames, frame_range, skip: bool) -> ConvertSummary:
     audio_from = source.path if source.audio is not None and frame_range is None else None
     frames_in, total = source, source.frame_count
     if frame_range is not None:
         start, stop = frame_range
-        frames_in = itertools.islice(source, start, stop)
+        frames_in = itertools.islice(source, start, stop) if skip else itertools.islice(source, stop - start)
         if backgrounds is not None:  # a looping background video keeps its place in the whole job
             backgrounds = itertools.islice(backgrounds, start, None)
         total = None if total is None else max(0, min(stop, total) - start)

@@ -60,12 +60,12 @@ def ledger_records(output_dir: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def kill_mid_job(output_dir: Path, name: str, done: threading.Event) -> dict:
-    """Wait until the ledger shows the job of `name` running with frames done, then SIGKILL its worker."""
+def kill_mid_job(output_dir: Path, name: str, done: threading.Event, after_frames: int) -> dict:
+    """Wait until the ledger shows the job of `name` running with `after_frames` done, then SIGKILL its worker."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not done.is_set():
         running = [r for r in ledger_records(output_dir)
-                   if r["state"] == "running" and Path(r["input"]).stem == name and r["frames"] >= 5]
+                   if r["state"] == "running" and Path(r["input"]).stem == name and r["frames"] >= after_frames]
         if running:
             os.kill(running[-1]["pid"], signal.SIGKILL)
             return running[-1]
@@ -73,7 +73,7 @@ def kill_mid_job(output_dir: Path, name: str, done: threading.Event) -> dict:
     raise AssertionError(f"the {name} job never showed running frames in the ledger before the batch ended")
 
 
-def run_with_kill(output_dir: Path, **batch_options):
+def run_with_kill(output_dir: Path, after_frames: int, **batch_options):
     """The batch on a thread; the test's thread kills the worker of the long job when it is mid-way."""
     outcome, done = {}, threading.Event()
 
@@ -85,7 +85,7 @@ def run_with_kill(output_dir: Path, **batch_options):
             done.set()
     thread = threading.Thread(target=run)
     thread.start()
-    killed = kill_mid_job(output_dir, LONG, done)
+    killed = kill_mid_job(output_dir, LONG, done, after_frames)
     thread.join(300)
     assert "result" in outcome, "the batch raised (see the thread's traceback above)"
     return outcome["result"], killed
@@ -122,10 +122,14 @@ def check_ledger(output_dir: Path, killed: dict, reason: str) -> None:
     assert len(done) == 3 and len({r["job"] for r in done}) == 3  # each job finished exactly once
 
 
-def test_local_pool_redoes_the_job_of_a_killed_worker(tmp_path, clips, reference, model):
+def test_local_pool_redoes_the_job_of_a_killed_worker_from_its_last_segment(tmp_path, clips, reference, model):
+    """Segments of 20 frames: the long job (116 frames) is killed after 45, in its third segment; the new attempt
+    reuses the two finished ones, carries their state on, and the joined outputs equal one whole run."""
     output_dir = tmp_path / "out"
-    result, killed = run_with_kill(output_dir, inputs=[str(clips)], model=model, workers=2)
+    result, killed = run_with_kill(output_dir, 45, inputs=[str(clips)], model=model, workers=2, segment_frames=20)
     check_killed_job(result, killed, "killed by signal 9")
+    long_job = next(job for job in result.jobs if Path(job["input"]).stem == LONG)
+    assert long_job["segments"] == 6 and long_job["reused_segments"] >= 2
     check_ledger(output_dir, killed, "worker process died (killed by signal 9)")
     assert_outputs_exact(output_dir, reference, clips)
     summary = json.loads((output_dir / SUMMARY_NAME).read_text())
@@ -139,6 +143,44 @@ def test_local_pool_redoes_the_job_of_a_killed_worker(tmp_path, clips, reference
                           progress=False)
     assert again.counts == {"skipped": 3}
     assert all(p.stat().st_mtime_ns == stamps[p] for p in stamps if p.name not in (SUMMARY_NAME, STATE_FOLDER))
+
+
+def test_segments_without_the_carried_state_would_differ(tmp_path, clips, reference, model):
+    """What the carried state buys: the second segment started from zero state gives other mattes than a whole run
+    (so the equality the segmented batch shows above could fail), and from the first segment's state the same."""
+    import runtimes
+    runtime = runtimes.load(model, device="cpu", intra_op_threads=1)
+    clip = clips / "person_b.mp4"
+    first = convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=tmp_path / "first",
+                          frame_range=(0, 20), progress=False)
+    for name, state in (("zero", None), ("carried", first.state)):
+        convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=tmp_path / name,
+                      frame_range=(20, 40), initial_state=state, progress=False)
+    whole = np.stack(read_frames(reference / "person_b.alpha"))[20:40]
+    assert np.array_equal(np.stack(read_frames(tmp_path / "carried")), whole)
+    zero = np.stack(read_frames(tmp_path / "zero")).astype(int)
+    assert np.abs(zero - whole).max() > 50  # a fresh state takes frames to settle: visibly different mattes
+
+
+def test_segmented_video_with_audio_joins_whole(tmp_path, model):
+    """H.264 parts remuxed into one file with the source's audio: every frame, decodable, the audio kept."""
+    import av
+    from .video_helpers import short_clip
+    clip = short_clip(tmp_path, "person_c", frames=30, audio=True)
+    result = batch_convert([str(clip)], tmp_path / "out", outputs=("alpha", "composition"), model=model,
+                           segment_frames=8, progress=False, workers=1)
+    (job,) = result.jobs
+    assert job["outcome"] == "done" and job["segments"] == 4
+    for kind in ("alpha", "composition"):
+        path = tmp_path / "out" / f"{clip.stem}.{kind}.mp4"
+        assert len(read_frames(path)) == 30
+        with av.open(str(path)) as joined, av.open(str(clip)) as source:
+            assert joined.streams.audio and joined.streams.video[0].frames == 30
+            assert abs(float(joined.streams.audio[0].duration * joined.streams.audio[0].time_base)
+                       - float(source.streams.audio[0].duration * source.streams.audio[0].time_base)) < 0.05
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [STATE_FOLDER, SUMMARY_NAME, f"{clip.stem}.alpha.mp4", f"{clip.stem}.composition.mp4"])
+    assert not os.listdir(tmp_path / "out" / STATE_FOLDER / "parts")  # joined parts are removed
 
 
 def test_rerun_after_a_crash_redoes_only_unfinished_jobs(tmp_path, clips, reference, model):
@@ -236,7 +278,8 @@ def local_ray():
 
 def test_ray_redoes_the_job_of_a_killed_actor(tmp_path, clips, reference, model, local_ray):
     output_dir = tmp_path / "out"
-    result, killed = run_with_kill(output_dir, inputs=[str(clips / "*.mp4")], model=model, use_ray=True)
+    result, killed = run_with_kill(output_dir, 5, inputs=[str(clips / "*.mp4")], model=model, use_ray=True,
+                                   segment_frames=0)
     assert result.backend == "ray" and local_ray.is_initialized()  # a Ray it did not start is left running
     check_killed_job(result, killed, "Ray worker died")
     check_ledger(output_dir, killed, "Ray worker died")
