@@ -377,8 +377,19 @@ def _process_main(conn, model: str, device: str, threads: Optional[int]) -> None
     """A worker process: jobs come in over `conn`, events go out. Ctrl-C is the driver's to handle; SIGTERM
     unwinds the job so `convert_video` removes its temporaries."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     _end_with_parent()
+    try:
+        _serve(conn, model, device, threads)
+    except KeyboardInterrupt:  # the driver's SIGTERM: `convert_video` has removed its temporaries on the way out
+        pass
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _serve(conn, model: str, device: str, threads: Optional[int]) -> None:
     try:
         worker, load_error = Worker(model, device, threads), None
     except Exception as error:
@@ -431,17 +442,19 @@ class ProcessSlot:
     def run(self, job: Job, on_event: Callable[[str, Any], None]) -> dict:
         if self.process is None or not self.process.is_alive():
             self._start()
-        self.conn.send(job.to_dict())
+        process, conn = self.process, self.conn  # `stop` (on Ctrl-C, from the main thread) may clear the slot's
+        conn.send(job.to_dict())
         while True:
-            wait([self.conn, self.process.sentinel])
+            wait([conn, process.sentinel])
             try:
-                if not self.conn.poll():  # only the sentinel: the process is gone and said nothing more
+                if not conn.poll():  # only the sentinel: the process is gone and said nothing more
                     raise EOFError
-                kind, payload = self.conn.recv()
+                kind, payload = conn.recv()
             except (EOFError, OSError):
-                self.process.join(5)
-                code = self.process.exitcode
-                self.process = None
+                process.join(5)
+                code = process.exitcode
+                if self.process is process:
+                    self.process = None
                 how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                 raise JobFailed(f"worker process died ({how})") from None
             if kind == "done":
@@ -452,20 +465,20 @@ class ProcessSlot:
 
     def stop(self) -> None:
         """End the worker: politely between jobs, by SIGTERM (then SIGKILL) in the middle of one."""
-        if self.process is None:
+        process, self.process = self.process, None
+        if process is None:
             return
         try:
             self.conn.send(None)
         except OSError:
             pass
-        self.process.join(2)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.process = None
+        process.join(2)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 @dataclass

@@ -75,6 +75,8 @@ def connect(address: Optional[str]) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise BatchError(f"cannot join the Ray cluster at {address}: {' '.join(str(error).split())}") from None
     else:
+        # a local Ray has no metrics agent to talk to: without this each worker logs that it could not reach one
+        os.environ.setdefault("RAY_enable_metrics_collection", "0")
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
                  _node_ip_address="127.0.0.1", log_to_driver=False, logging_level=logging.WARNING)
     return True

@@ -206,6 +206,29 @@ def test_rerun_after_a_crash_redoes_only_unfinished_jobs(tmp_path, clips, refere
         assert (output_dir / "person_c.alpha" / png).read_bytes() == (reference / "person_c.alpha" / png).read_bytes()
 
 
+def test_ctrl_c_keeps_nothing_partial_and_the_rerun_finishes(tmp_path, clips, reference, model):
+    """`rvm batch` interrupted mid-job: exit 130, the running jobs recorded interrupted, no temporary left; the same
+    command again completes every job, frame-exact."""
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "rvm.cli", "batch", str(clips), "-o", str(tmp_path / "out"), "--model", model,
+               "--outputs", ",".join(OUTPUTS), "--output-type", "png_sequence", "--workers", "2",
+               "--disable-progress"]
+    batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(r["state"] == "running" and r["frames"] >= 5 for r in ledger_records(tmp_path / "out")):
+        assert batch.poll() is None and time.monotonic() < deadline, "the batch ended before it could be interrupted"
+        time.sleep(0.02)
+    batch.send_signal(signal.SIGINT)
+    _, errors = batch.communicate(timeout=60)
+    assert batch.returncode == 130, errors
+    assert "interrupted" in errors
+    assert "interrupted" in {r["state"] for r in ledger_records(tmp_path / "out")}
+    assert not [p for p in os.listdir(tmp_path / "out") if ".partial-" in p or ".old-" in p]
+    subprocess.run(command, check=True, capture_output=True)
+    assert_outputs_exact(tmp_path / "out", reference, clips)
+
+
 def test_manifest_with_bad_entries_finishes_the_good_ones(tmp_path, clips, reference, model, capsys):
     (tmp_path / "not_a_video.mp4").write_bytes(b"this is text, not a video")
     manifest = tmp_path / "jobs.jsonl"
@@ -270,6 +293,7 @@ def local_ray():
     ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
     from rvm.batch_ray import OBJECT_STORE_BYTES
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_enable_metrics_collection", "0")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
              _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
