@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from .errors import UsageError
 from .video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ PROGRESS_EVERY_S = 0.5  # how often a worker reports frames, and the ledger reco
 PARTIAL = re.compile(r"^\.(?P<name>.+)\.(partial|old)-[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
-class BatchError(ValueError):
+class BatchError(UsageError):
     """A batch request that cannot start (bad manifest, no input, unwritable folder...): one line, exit 2."""
 
 
@@ -303,12 +304,12 @@ class Worker:
     def __init__(self, model: str, device: str = "auto", threads: Optional[int] = None):
         import torch
 
-        from runtimes import detect_backend, load
+        from .runtimes import runtime_class
         if threads:
             torch.set_num_threads(threads)
-        backend = detect_backend(model)
-        options = {"intra_op_threads": threads} if backend == "onnx" and threads else {}
-        self.runtime = load(model, device=device, **options)
+        runtime = runtime_class(model)
+        options = {"intra_op_threads": threads} if runtime.backend == "onnx" and threads else {}
+        self.runtime = runtime.from_path(model, device=device, **options)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job: Job, emit: Callable[[str, Any], None]) -> dict:
@@ -691,12 +692,11 @@ def check_output_dir(output_dir: Path) -> None:
 
 def resolve_model(model: Optional[str]) -> str:
     """An existing artifact path (absolute), or a known checkpoint name fetched once here, not in every worker."""
-    from runtimes import detect_backend
-
     from .checkpoints import fetch
+    from .runtimes import runtime_class
     model = model or "rvm_mobilenetv3"
     if Path(model).exists():
-        detect_backend(model)  # a folder or file no backend runs fails now, not in every worker
+        runtime_class(model)  # an artifact no backend runs, or whose extra is missing, fails now, not in every worker
         return str(Path(model).absolute())
     if Path(model).suffix or os.sep in model:
         raise BatchError(f"model {model} does not exist: pass an artifact path or a checkpoint name")

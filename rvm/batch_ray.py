@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 from urllib.parse import urlparse
 
 from .batch import THREADS_PER_WORKER, BatchError, Job, JobFailed, Pool, Worker
+from .errors import MissingDependency
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def ray_pool(model: str, device: str = "auto", address: Optional[str] = None, th
     try:
         import ray
     except ImportError:
-        raise BatchError("--ray needs Ray: pip install 'rvm-toolkit[ray]'") from None
+        raise MissingDependency("rvm batch --ray", "ray", "ray") from None
     started = connect(address)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if device in ("auto", "cuda") else 0

@@ -46,7 +46,7 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, clips, model):
     """Each clip through one plain `convert_video` on a one-thread ONNX Runtime (as a batch worker runs it)."""
-    import runtimes
+    from rvm import runtimes
     folder = tmp_path_factory.mktemp("reference")
     runtime = runtimes.load(model, device="cpu", intra_op_threads=1)
     for clip in sorted(clips.glob("*.mp4")):
@@ -148,7 +148,7 @@ def test_local_pool_redoes_the_job_of_a_killed_worker_from_its_last_segment(tmp_
 def test_segments_without_the_carried_state_would_differ(tmp_path, clips, reference, model):
     """What the carried state buys: the second segment started from zero state gives other mattes than a whole run
     (so the equality the segmented batch shows above could fail), and from the first segment's state the same."""
-    import runtimes
+    from rvm import runtimes
     runtime = runtimes.load(model, device="cpu", intra_op_threads=1)
     clip = clips / "person_b.mp4"
     first = convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=tmp_path / "first",
