@@ -48,9 +48,9 @@ STATE_FOLDER = ".rvm-batch"  # in the output folder: the ledger, segment parts
 LEDGER_NAME = "ledger.jsonl"
 SUMMARY_NAME = "rvm-batch-summary.json"
 DEFAULT_RETRIES = 2
-# 2 workers x 1 thread converted 1.2-1.3x the jobs/hour of 1 worker x 2 threads on this 2-core machine (README,
-# "Batch"): each conversion is a pipeline (decode, inference, encode threads), so one worker per core keeps both
-# cores busy where one two-thread model waits on its own stages
+# 2 workers x 1 thread converted 1.1-1.3x the frames/s of 1 worker x 2 threads once running on this 2-core machine
+# (README, "Batch"): each conversion is a pipeline whose decode and encode threads leave a lone model idle part of
+# the time, and a second worker fills the gaps
 THREADS_PER_WORKER = 1
 PROGRESS_EVERY_S = 0.5  # how often a worker reports frames, and the ledger records them
 # what `convert_video`'s sinks leave when their process dies: `.NAME.partial-XXXXXXXX[.suffix]` (and `.old-` for

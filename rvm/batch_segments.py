@@ -23,8 +23,8 @@ import numpy as np
 from .convert import convert_video
 from .video import FrameSource, _AudioCopy, _replace, _temporary_sibling, open_source
 
-# 1800 frames (a minute at 30 fps; 4-5 minutes of CPU work at 1080p) bounds what a crash costs, and the boundary
-# and join costs measured (README, "Batch") stay under 1% of that segment's conversion
+# 1800 frames (a minute at 30 fps; 3-4 minutes of CPU work at 1080p) bounds what a crash costs, and the boundary
+# and join costs measured (README, "Batch") stay under 1% of a segment's conversion
 DEFAULT_SEGMENT_FRAMES = 1800
 STATE_SUFFIX = ".state.npz"
 
