@@ -29,6 +29,7 @@ const app = {
   stateKey: null, // "WxH@ratio": the recurrent state belongs to one frame size and ratio
   resetPending: true,
   framesSinceReset: 0,
+  sourceFrames: 0, // frames processed since the source last changed
   frames: 0,
   finished: [], // {at, latency} of the last frames, for the shown statistics
   pendingRecording: null,
@@ -249,6 +250,7 @@ function stopSource() {
   video.removeAttribute('src');
   video.srcObject = null;
   app.sourceKind = null;
+  app.sourceFrames = 0;
   app.resetPending = true; // a new source starts from a zero state
 }
 
@@ -368,7 +370,7 @@ async function processFrame(video) {
   const key = `${width}x${height}@${ratio}`;
   if (input.width !== width || input.height !== height) {
     [input.width, input.height, $('output').width, $('output').height] = [width, height, width, height];
-    $('backdrop').style.aspectRatio = `${width} / ${height}`;
+    $('backdrop').style.aspectRatio = $('video').style.aspectRatio = `${width} / ${height}`;
   }
   if (app.resetPending || key !== app.stateKey) {
     app.engine.reset();
@@ -382,6 +384,7 @@ async function processFrame(video) {
   const latency = performance.now() - started;
   app.frames += 1;
   app.framesSinceReset += 1;
+  app.sourceFrames += 1;
   render(output, width, height);
   app.finished = [...app.finished.slice(1 - STATS_WINDOW), {at: performance.now(), latency}];
   app.shown = showStats(width, height, ratio);
@@ -491,6 +494,7 @@ function status() {
     source: app.sourceKind,
     frames: app.frames,
     framesSinceReset: app.framesSinceReset,
+    sourceFrames: app.sourceFrames,
     fps: app.shown ? app.shown.fps : 0,
     latency: app.shown ? app.shown.latency : 0,
     crossOriginIsolated,
