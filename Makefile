@@ -4,7 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUNNER := runtimes/tfjs_runner
 WEBAPP := rvm/webapp
-CLIP ?= ../shared/data/clips/person_a.mp4
+SHARED ?= ../shared
+CLIP ?= $(SHARED)/data/clips/person_a.mp4
+WEIGHTS ?= $(SHARED)/weights/rvm_mobilenetv3_from_official_onnx.pth
+# development paths live here and in the tests, never in the library: real footage to validate exports on, and
+# the folder where checkpoints and the official downloads (parity's peer rows) are found
+export RVM_VALIDATION_CLIP ?= $(abspath $(CLIP))
+export RVM_CHECKPOINT_DIR ?= $(abspath $(SHARED)/weights)
 
 .PHONY: install chromium demo test parity bench clean
 
@@ -36,7 +42,7 @@ chromium:
 		fi; }
 
 demo: install
-	$(VENV)/bin/rvm-export --format onnx --precision fp16 -o models/exports --overwrite
+	$(VENV)/bin/rvm export --format onnx --precision fp16 -o models/exports --overwrite
 	mkdir -p out
 	$(VENV)/bin/rvm convert --model models/exports/rvm_mobilenetv3_fp16.onnx --input-source $(CLIP) \
 		--output-composition out/composition.mp4 --output-alpha out/alpha.mp4 --overwrite
@@ -45,10 +51,10 @@ test: install
 	$(PY) -m pytest
 
 parity: install
-	$(VENV)/bin/rvm parity
+	$(VENV)/bin/rvm parity --checkpoint $(WEIGHTS) --clip $(CLIP)
 
 bench: install
-	$(VENV)/bin/rvm bench
+	$(VENV)/bin/rvm bench --checkpoint $(WEIGHTS)
 
 clean:
 	rm -rf $(VENV) $(RUNNER)/node_modules $(WEBAPP)/node_modules out

@@ -18,7 +18,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
+from rvm import formats
 from rvm.contracts import ONNX_INPUTS, TF_INPUTS, TF_OUTPUTS
+from rvm.errors import BackendUnavailable, UsageError
 
 log = logging.getLogger(__name__)
 WEBAPP_DIR = Path(__file__).resolve().with_name("webapp")
@@ -46,10 +48,6 @@ VENDOR_FILES: Dict[str, Sequence[str]] = {
 DEFAULT_PORT = 8000
 
 
-class WebError(ValueError):
-    """A user error: the message names the problem and the fix."""
-
-
 @dataclass(frozen=True)
 class WebModel:
     path: Path  # the TF.js folder or the .onnx file
@@ -69,16 +67,17 @@ def find_model(path) -> WebModel:
     path = Path(path)
     if path.name == "model.json" and path.is_file():
         path = path.parent
-    if path.is_dir() and (path / "model.json").is_file():
+    found = formats.detect(path) if path.exists() else None
+    if found is not None and found.name == "tfjs" and (path / "model.json").is_file():
         check_tfjs(path / "model.json")
         return WebModel(path, "tfjs")
-    if path.is_file() and path.suffix == ".onnx":
+    if found is not None and found.name == "onnx" and path.is_file():
         check_onnx(path)
         return WebModel(path, "onnx")
     if not path.exists():
-        raise WebError(f"no model at {path}: pass a TF.js model folder (rvm-export --format tfjs) or an .onnx file")
-    raise WebError(f"{path} is not a TF.js model folder (holding model.json) nor an .onnx file: export one with "
-                   f"`rvm-export --format tfjs` or `--format onnx`")
+        raise UsageError(f"no model at {path}: pass a TF.js model folder (rvm export --format tfjs) or an .onnx file")
+    raise UsageError(f"{path} is not a TF.js model folder (holding model.json) nor an .onnx file: export one with "
+                   f"`rvm export --format tfjs` or `--format onnx`")
 
 
 def check_tfjs(model_json: Path) -> None:
@@ -87,11 +86,11 @@ def check_tfjs(model_json: Path) -> None:
         inputs, outputs = set(model["signature"]["inputs"]), set(model["signature"]["outputs"])
         model["weightsManifest"]
     except (ValueError, KeyError, TypeError) as error:
-        raise WebError(f"{model_json} is not a TF.js graph model ({type(error).__name__}: {error}): export one "
-                       f"with `rvm-export --format tfjs`") from None
+        raise UsageError(f"{model_json} is not a TF.js graph model ({type(error).__name__}: {error}): export one "
+                       f"with `rvm export --format tfjs`") from None
     missing = [name for name in TF_INPUTS if name not in inputs] + [name for name in TF_OUTPUTS if name not in outputs]
     if missing:
-        raise WebError(f"{model_json} is not an RVM TF.js model: its signature lacks {', '.join(missing)}")
+        raise UsageError(f"{model_json} is not an RVM TF.js model: its signature lacks {', '.join(missing)}")
 
 
 def check_onnx(path: Path) -> None:
@@ -102,21 +101,21 @@ def check_onnx(path: Path) -> None:
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as error:  # onnx raises DecodeError and others from protobuf
-        raise WebError(f"{path} is not a readable ONNX model ({type(error).__name__}): export one with "
-                       f"`rvm-export --format onnx`") from None
+        raise UsageError(f"{path} is not a readable ONNX model ({type(error).__name__}): export one with "
+                       f"`rvm export --format onnx`") from None
     inputs = [value.name for value in graph.input]
     if inputs != list(ONNX_INPUTS):
-        raise WebError(f"{path} is not an RVM ONNX model: its inputs are {inputs}, expected {list(ONNX_INPUTS)}")
+        raise UsageError(f"{path} is not an RVM ONNX model: its inputs are {inputs}, expected {list(ONNX_INPUTS)}")
     if graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        raise WebError(f"{path} takes fp16 input, which the page does not feed: use the fp32 ONNX export "
-                       f"(`rvm-export --format onnx --precision fp32`)")
+        raise UsageError(f"{path} takes fp16 input, which the page does not feed: use the fp32 ONNX export "
+                       f"(`rvm export --format onnx --precision fp32`)")
 
 
 def vendor_files(engines: Iterable[str]) -> List[Path]:
     files = [MODULES / name for engine in sorted(set(engines)) for name in VENDOR_FILES[engine]]
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
-        raise WebError(f"the page's engines are not installed ({missing[0]} is missing): run `npm ci` in "
+        raise BackendUnavailable(f"the page's engines are not installed ({missing[0]} is missing): run `npm ci` in "
                        f"{WEBAPP_DIR} (or `make install`)")
     return files
 
@@ -124,15 +123,15 @@ def vendor_files(engines: Iterable[str]) -> List[Path]:
 def build(models: Sequence, output, overwrite: bool = False) -> Path:
     """Write the page, its engines and copies of `models` into the folder `output`; returns it."""
     if not models:
-        raise WebError("no model given: pass one or more TF.js model folders or .onnx files")
+        raise UsageError("no model given: pass one or more TF.js model folders or .onnx files")
     found = [find_model(path) for path in models]
     names = [model.name for model in found]
     if len(set(names)) != len(names):
-        raise WebError(f"two models share a name ({', '.join(names)}): the page lists them by name")
+        raise UsageError(f"two models share a name ({', '.join(names)}): the page lists them by name")
     files = vendor_files(model.engine for model in found)
     output = Path(output)
     if output.exists() and not overwrite:
-        raise WebError(f"{output} exists: pass --overwrite to replace it, or choose another --output")
+        raise UsageError(f"{output} exists: pass --overwrite to replace it, or choose another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{output.name}-", dir=output.parent))
     try:
@@ -188,7 +187,7 @@ class PageHandler(SimpleHTTPRequestHandler):
 def make_server(folder, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """A server for a folder built by `build` on host:port (port 0: any free one); call serve_forever() on it."""
     if not (Path(folder) / "models.json").is_file():
-        raise WebError(f"{folder} is not a page built by `rvm web`: build it with `rvm web MODEL... -o {folder}`")
+        raise UsageError(f"{folder} is not a page built by `rvm web`: build it with `rvm web MODEL... -o {folder}`")
     return bind(folder, port, host)
 
 
@@ -198,7 +197,7 @@ def bind(folder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            raise WebError(f"port {port} on {host} is in use: pick another with --port (0 picks a free one)") from None
+            raise UsageError(f"port {port} on {host} is in use: pick another with --port (0 picks a free one)") from None
         raise
 
 

@@ -22,15 +22,14 @@ import av
 import numpy as np
 import pytest
 
-from exporters import ExportOptions, export
-from exporters.validate import validation_frames
-from rvm import cli, web
+from rvm import cli, formats, web
 from rvm.compare import compare
-from rvm.contracts import MEAN_TOLERANCES, tolerance
-from runtimes.pytorch import PyTorchRuntime
+from rvm.exporters import export
+from rvm.formats import ExportOptions
+from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.samples import validation_frames
 
-from .conftest import BACKGROUND, CLIPS, need
-from .export_helpers import dgf_model
+from .conftest import BACKGROUND, CLIPS, dgf_model, need
 
 sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
                                       "-e '.[test]')").sync_playwright
@@ -196,11 +195,10 @@ def assert_same_engine(result, backend):
 
 
 def assert_within_registered(result, fmt, precision):
-    """The table's max and mean bounds; drift is judged over longer runs (parity suite), not over 3..8 frames."""
-    pha_max, fgr_max = tolerance(fmt, precision)
-    pha_mean, fgr_mean = MEAN_TOLERANCES[(fmt, precision)]
-    assert result.pha_max <= pha_max and result.fgr_max <= fgr_max, result
-    assert result.pha_mean <= pha_mean and result.fgr_mean <= fgr_mean, result
+    """The registry's bounds for that format; drift is judged over longer runs (the parity suite), not 3..8 frames."""
+    tolerance = formats.get(fmt).tolerance(precision)
+    assert not tolerance.failures(result.pha_max, result.fgr_max, result.pha_mean, result.fgr_mean,
+                                  result.metrics.mad, result.metrics.dtssd), result
 
 
 def reset_then_step(runtime, frame):
@@ -210,7 +208,7 @@ def reset_then_step(runtime, frame):
 
 @pytest.mark.parametrize("backend", ["wasm", "webgl", "webgpu"])
 def test_tfjs_page_matches_node_runner_and_pytorch(page, url, results, artifacts, model, backend):
-    from runtimes.tfjs import TfjsRuntime
+    from rvm.runtimes.tfjs import TfjsRuntime
 
     skip_unless_offered(page, url, TFJS_MODEL, backend)
     frames, outputs = record_in_browser(page, url, results, TFJS_MODEL, backend, FRAMES[backend])
@@ -231,7 +229,7 @@ def test_tfjs_page_matches_node_runner_and_pytorch(page, url, results, artifacts
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
 def test_onnx_page_matches_onnxruntime_and_pytorch(page, url, results, artifacts, model, backend):
-    from runtimes.onnxruntime import OnnxRuntime
+    from rvm.runtimes.onnxruntime import OnnxRuntime
 
     skip_unless_offered(page, url, ONNX_MODEL, backend)
     frames, outputs = record_in_browser(page, url, results, ONNX_MODEL, backend, FRAMES[backend])

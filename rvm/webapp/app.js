@@ -35,6 +35,7 @@ const app = {
   pendingRecording: null,
   recording: null,
   error: null,
+  backgroundUrl: null, // object URL of the chosen background image
 };
 
 // ---- small helpers ----------------------------------------------------------------------------------
@@ -420,9 +421,16 @@ function setBackground() {
   const backdrop = $('backdrop');
   backdrop.className = kind;
   backdrop.style.backgroundColor = kind === 'colour' ? $('colour').value : '';
+  backdrop.style.backgroundImage = kind === 'image' && app.backgroundUrl ? `url("${app.backgroundUrl}")` : '';
+  if (kind === 'image' && !app.backgroundUrl) $('image').click();
+}
+
+function chooseBackgroundImage() {
+  if (app.backgroundUrl) URL.revokeObjectURL(app.backgroundUrl);
   const image = $('image').files[0];
-  backdrop.style.backgroundImage = kind === 'image' && image ? `url("${URL.createObjectURL(image)}")` : '';
-  if (kind === 'image' && !image) $('image').click();
+  app.backgroundUrl = image ? URL.createObjectURL(image) : null;
+  document.querySelector('input[name=background][value=image]').checked = true;
+  setBackground();
 }
 
 function setUpControls(models) {
@@ -453,13 +461,12 @@ function setUpControls(models) {
     useFile($('file').files[0]);
   };
   $('image').hidden = false;
-  for (const control of [...document.querySelectorAll('input[name=background]'), $('colour'), $('image')]) {
-    control.oninput = control.onchange = () => {
-      if (control === $('image')) document.querySelector('input[name=background][value=image]').checked = true;
-      if (control === $('colour')) document.querySelector('input[name=background][value=colour]').checked = true;
-      setBackground();
-    };
-  }
+  for (const radio of document.querySelectorAll('input[name=background]')) radio.onchange = setBackground;
+  $('colour').oninput = () => {
+    document.querySelector('input[name=background][value=colour]').checked = true;
+    setBackground();
+  };
+  $('image').onchange = chooseBackgroundImage;
   setBackground();
 }
 
@@ -510,7 +517,7 @@ const ready = start().catch((error) => {
 ready.catch(() => {}); // shown on the page; the rejection stays for the test hook
 
 window.rvm = {
-  ready: ready.then(() => status()),
+  ready, // resolves to status() once the engine runs
   status,
   record: (count) => new Promise((resolve) => {
     app.pendingRecording = {count, frames: [], resolve};

@@ -17,14 +17,15 @@ pytest.importorskip("tensorflowjs")
 if shutil.which("node") is None:
     pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
 
-from exporters import ExportError, ExportOptions, export  # noqa: E402
-from exporters.validate import validation_frames  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import ExportOptions, export  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
 from rvm.compare import compare  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-import runtimes.tfjs  # noqa: E402
-from runtimes import BackendUnavailable, load  # noqa: E402
-from runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
+import rvm.runtimes.tfjs as tfjs_runtime  # noqa: E402
+from rvm.runtimes import BackendUnavailable, load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
@@ -168,16 +169,16 @@ def test_dropped_runtime_ends_its_node_process(artifact):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no TF.js model at .*pass a model.json"):
+    with pytest.raises(UsageError, match="no TF.js model at .*pass a model.json"):
         TfjsRuntime.from_path(tmp_path / "nowhere")
 
 
 def test_missing_node_or_packages_is_backend_unavailable(artifact, monkeypatch, tmp_path):
-    monkeypatch.setattr(runtimes.tfjs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tfjs_runtime.shutil, "which", lambda name: None)
     with pytest.raises(BackendUnavailable, match="needs Node.js"):
         TfjsRuntime.from_path(artifact)
     monkeypatch.undo()
-    monkeypatch.setattr(runtimes.tfjs, "RUNNER_DIR", tmp_path)
+    monkeypatch.setattr(tfjs_runtime, "RUNNER_DIR", tmp_path)
     with pytest.raises(BackendUnavailable, match="run `npm ci` in .*make install"):
         TfjsRuntime.from_path(artifact)
 
@@ -190,6 +191,6 @@ def test_node_error_comes_back_as_one_line(artifact):
 
 
 def test_fp32_request_is_refused_before_any_work(model, tmp_path):
-    with pytest.raises(ExportError, match="tfjs cannot be exported in fp32: it supports int8"):
+    with pytest.raises(UsageError, match="tfjs cannot be exported in fp32: it supports int8"):
         export(model, "tfjs", "fp32", tmp_path)
     assert list(tmp_path.iterdir()) == []

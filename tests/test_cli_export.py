@@ -1,13 +1,15 @@
-"""`rvm-export`: the issue's bar in one run (every format and precision from the official weights, each
+"""`rvm export` / `rvm-export`: the issue's bar in one run (every format and precision from the official weights, each
 validated) and the refusals, which come before any work and leave nothing behind."""
 import json
+import logging
 
 import onnx
 import pytest
 import torch
 
-from exporters.cli import main
-from runtimes.coreml import describe
+from rvm.cli import export_main as main
+from rvm.metadata import ArtifactMetadata
+from rvm.runtimes.coreml import describe
 
 from .conftest import DGF_WEIGHTS, need
 
@@ -17,23 +19,26 @@ EXPECTED = ["rvm_mobilenetv3_fp32.torchscript", "rvm_mobilenetv3_fp16.torchscrip
             "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlpackage"]
 
 
-def test_format_all_writes_every_artifact_validated(tmp_path, capsys):
+def test_format_all_writes_every_artifact_validated(tmp_path, capsys, caplog):
     out = tmp_path / "OUT"
+    caplog.set_level(logging.INFO, logger="rvm.exporters.validate")
     assert main(["--format", "all", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     written = [line for line in printed.splitlines() if line.startswith(str(out))]
     assert [p.rsplit("/", 1)[1] for p in written] == EXPECTED
     assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED)  # no temporary leftovers
-    assert printed.count("validated ") == 6  # every format that can run here; CoreML's spec is checked
+    validated = [r for r in caplog.records if r.getMessage().startswith("validated ")]
+    assert len(validated) == 6  # every format that can run here; CoreML's spec is checked
     sha = __import__("hashlib").sha256(DGF_WEIGHTS.read_bytes()).hexdigest()
     props = {p.key: p.value for p in onnx.load(str(out / "rvm_mobilenetv3_fp16.onnx")).metadata_props}
     assert props["precision"] == "fp16" and props["checkpoint_sha256"] == sha
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "rvm_mobilenetv3_fp32.torchscript"), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["checkpoint_sha256"] == sha
+    assert ArtifactMetadata.from_json(extra["metadata.json"]).checkpoint_sha256 == sha
     for folder in ("rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_int8"):
         assert json.loads((out / folder / "rvm_metadata.json").read_text())["checkpoint_sha256"] == sha
     assert describe(out / "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel")["metadata"]["checkpoint_sha256"] == sha
+    assert (out / "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel.iospec.json").is_file()  # static: the I/O spec beside
 
 
 @pytest.mark.parametrize("argv,message", [
