@@ -184,6 +184,7 @@ def runtime_class(path) -> type:
     p = Path(path)
     entry = formats.detect(p)
     if entry is not None:
+        entry.require(runtime=True)
         return entry.entry_point("runtime")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
         module, name = formats.REFERENCE_RUNTIME.split(":")

@@ -7,6 +7,7 @@ User errors (`rvm.errors.UsageError`: bad input, existing outputs, a missing ext
 import argparse
 import logging
 import sys
+import traceback
 from typing import Callable, List, Optional
 
 from .errors import RVMError, UsageError
@@ -208,7 +209,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "rvm") -> int:
         return 130
     except Exception as error:
         if args.verbose:
-            log.exception("failed")
+            traceback.print_exc()
         if isinstance(error, UsageError):
             print(f"{prog}: error: {error}", file=sys.stderr)
             return 2

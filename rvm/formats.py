@@ -88,6 +88,7 @@ class Format:
     recognizes: Callable[[Path], bool]  # is this path an artifact of this format?
     extra: Optional[str] = None  # pip extra that installs what the exporter needs (None: the base install)
     requires: Tuple[str, ...] = ()  # import names the exporter needs, checked before any work
+    runtime_requires: Tuple[str, ...] = ()  # import names the runtime needs, checked when an artifact is loaded
     static: str = "optional"  # "never", "optional" or "always": fixed resolution with the ratio baked in
     check: Optional[Callable[[str, ExportOptions], None]] = None  # raises UsageError for a request it refuses
     variants: Callable[[ExportOptions], List[ExportOptions]] = lambda options: [options]  # what `all` writes
@@ -106,14 +107,12 @@ class Format:
         module, attribute = getattr(self, which).split(":")
         return getattr(importlib.import_module(module), attribute)
 
-    def missing_modules(self) -> List[str]:
-        return [name for name in self.requires if importlib.util.find_spec(name) is None]
-
-    def require(self) -> None:
-        """Raise MissingDependency, naming the extra, when a package the exporter needs is absent."""
-        missing = self.missing_modules()
-        if missing:
-            raise MissingDependency(f"the {self.name} exporter", self.extra or "all", missing[0])
+    def require(self, runtime: bool = False) -> None:
+        """Raise MissingDependency, naming the extra, when a package the exporter (or the runtime) needs is absent."""
+        for module in self.runtime_requires if runtime else self.requires:
+            if importlib.util.find_spec(module) is None:
+                what = f"the {self.title} runtime" if runtime else f"the {self.name} exporter"
+                raise MissingDependency(what, self.extra or "all", module)
 
     def tolerance(self, precision: str, refiner: str = "deep_guided_filter") -> Tolerance:
         return self.tolerances[precision].for_refiner(refiner)
@@ -234,7 +233,8 @@ register(Format(
         # edge pixels; means below 6e-4
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.7e-2, mean 1.9e-4 (person_a, 58 frames)"),
     },
-    artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript, requires=("torch",), static="never",
+    artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript, requires=("torch",),
+    runtime_requires=("torch",), static="never",
     check=_no_kind("TorchScript")))
 
 register(Format(
@@ -245,14 +245,15 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)"),
     },
     artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"), extra="onnx",
-    requires=("onnx", "onnxruntime", "onnxsim"), static="never", check=_check_onnx))
+    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="never", check=_check_onnx))
 
 register(Format(
     name="tf", title="TF SavedModel", precisions=("fp32",),
     exporter="rvm.exporters.tf:export_tf", runtime="rvm.runtimes.tensorflow:TensorflowRuntime",
     tolerances={"fp32": fp32_tolerance("alpha max 4.3e-6, mean 3.7e-8 (person_a, 58 frames)")},
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tf", recognizes=_is_saved_model,
-    extra="tf", requires=("tensorflow",), static="never", check=_no_kind("TF SavedModel")))
+    extra="tf", requires=("tensorflow",), runtime_requires=("tensorflow",), static="never",
+    check=_no_kind("TF SavedModel")))
 
 register(Format(
     name="tfjs", title="TF.js", precisions=("int8",),  # uint8-quantized weights, as the official download
@@ -274,7 +275,7 @@ register(Format(
         "int8": Tolerance(1.5e-1, 1.5e-1, 1.5e-2, 1.5e-2, measured="not measured here: prediction needs macOS"),
     },
     artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"), extra="coreml",
-    requires=("coremltools",), static="always", check=_check_coreml, variants=_coreml_variants, half_io=False,
+    requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml, variants=_coreml_variants, half_io=False,
     in_bench=False, marks=("macos",),
     runs_on="macOS (elsewhere the spec is checked instead)"))
 

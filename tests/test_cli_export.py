@@ -1,5 +1,6 @@
 """`rvm export` / `rvm-export`: the issue's bar in one run (every format and precision from the official weights, each
 validated) and the refusals, which come before any work and leave nothing behind."""
+import importlib.util
 import json
 import logging
 
@@ -61,3 +62,27 @@ def test_existing_artifact_needs_overwrite(tmp_path, capsys):
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "rvm_mobilenetv3_fp32.onnx").read_bytes() == b"mine"
+
+
+def test_missing_extra_is_named_before_any_work(tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "onnxsim" else real(name, *args))
+    assert main(["--format", "all", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(tmp_path / "OUT")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == ('rvm-export: error: the onnx exporter needs the Python package \'onnxsim\': '
+                     'pip install "rvm-toolkit[onnx]"')
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_unexpected_errors_exit_1_with_one_line_and_traceback_under_verbose(tmp_path, capsys, monkeypatch):
+    import rvm.exporters as exporters
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+    monkeypatch.setattr(exporters, "run_job", broken)
+    argv = ["--format", "onnx", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(tmp_path)]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("rvm-export: error: KeyError") and "run with -v" in error and "\n" not in error
+    assert main(argv + ["-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err

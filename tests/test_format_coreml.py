@@ -3,6 +3,7 @@
 On Linux the spec is what can be checked (names, types, shapes, optional zero-default states, weight
 precision, metadata) plus the traced graph that was converted; prediction runs on macOS only.
 """
+import json
 import sys
 
 import numpy as np
@@ -60,7 +61,18 @@ def test_official_file_names_and_nothing_else_left(artifacts, name, file_name):
     path = artifacts[name]
     assert path.name == file_name
     assert path.is_dir() == (path.suffix == ".mlpackage")
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted(p.name for p in artifacts.values())
+    expected = [p.name for p in artifacts.values()] + [p.name + ".iospec.json" for p in artifacts.values()]
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(expected)  # each with its I/O spec, no leftovers
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_io_spec_beside_the_artifact_gives_the_true_shapes(artifacts, name):
+    spec = json.loads((artifacts[name].parent / (artifacts[name].name + ".iospec.json")).read_text())
+    assert spec["resolution"] == list(RESOLUTION) and spec["downsample_ratio"] == RATIO
+    assert [i["name"] for i in spec["inputs"]] == ["src", "r1i", "r2i", "r3i", "r4i"]
+    assert [i["shape"] for i in spec["inputs"][1:]] == STATE_SHAPES == [o["shape"] for o in spec["outputs"][2:]]
+    assert spec["inputs"][0]["shape"] == [1, 3, RESOLUTION[1], RESOLUTION[0]] and spec["inputs"][0]["color"] == "RGB"
+    assert all(i["dtype"] == "float32" for i in spec["inputs"])
 
 
 @pytest.mark.parametrize("name", JOBS)
