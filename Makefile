@@ -17,7 +17,7 @@ export RVM_CHECKPOINT_DIR ?= $(abspath $(SHARED)/weights)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
-	$(PY) -m pip install -q -e ".[all,test]"
+	$(PY) -m pip install -q -e ".[all,ray,test]"
 	touch $@
 
 $(RUNNER)/node_modules/.installed: $(RUNNER)/package.json

@@ -12,6 +12,7 @@ _API = {
     "load_model": "rvm.checkpoints",
     "Runtime": "rvm.runtimes",
     "convert_video": "rvm.convert",
+    "batch_convert": "rvm.batch",
     "export": "rvm.exporters",
     "ExportOptions": "rvm.formats",
     "FORMATS": "rvm.formats",

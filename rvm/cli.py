@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, List, Optional
 
 from .errors import RVMError, UsageError
@@ -148,6 +149,65 @@ def _run_export(args) -> int:
     return 0
 
 
+def _add_batch(subparsers) -> None:
+    from .batch import DEFAULT_RETRIES, OUTPUT_KINDS
+    parser = subparsers.add_parser(
+        "batch", help="matte many videos: a local worker pool by default, or a Ray cluster (--ray)",
+        description="Convert many inputs with one model. Re-running the same command skips the jobs the ledger in "
+                    "the output folder records done and redoes the rest. Exit 0 when every job succeeded, 1 when "
+                    "some failed (each with its reason in the summary), 2 on input that cannot start.")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders of videos, image-sequence "
+                        "folders, or globs (quote them: 'footage/**/*.mp4')")
+    parser.add_argument("--manifest", metavar="FILE", help="CSV or JSONL: input, outputs by kind "
+                        f"({', '.join(OUTPUT_KINDS)}), per-job options (output_type, background, downsample_ratio, "
+                        "input_resize, output_video_mbps, seq_chunk)")
+    parser.add_argument("-o", "--output-dir", required=True, help="where outputs, the ledger and the summary go")
+    parser.add_argument("--model", metavar="ARTIFACT", help="any artifact or checkpoint (default rvm_mobilenetv3)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto: a GPU per worker if any)")
+    out = parser.add_argument_group("outputs (as rvm convert)")
+    out.add_argument("--outputs", default="composition", metavar="KIND[,KIND]",
+                     help=f"which outputs, comma-separated: {', '.join(OUTPUT_KINDS)} (default composition)")
+    out.add_argument("--output-type", choices=["video", "png_sequence"], default="video")
+    out.add_argument("--video-format", choices=["mp4", "mov", "mkv", "webm"], default="mp4")
+    out.add_argument("--rgba-format", choices=["mov", "webm"], default="mov")
+    out.add_argument("--background", metavar="COLOR|IMAGE|VIDEO", help="composition background (as rvm convert)")
+    out.add_argument("--downsample-ratio", type=_ratio, default="auto")
+    out.add_argument("--input-resize", type=int, nargs=2, metavar=("W", "H"))
+    out.add_argument("--output-video-mbps", type=float)
+    out.add_argument("--seq-chunk", type=int, default=1)
+    out.add_argument("--overwrite", action="store_true", help="replace outputs that exist before the first run")
+    run = parser.add_argument_group("running")
+    run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); no address: a local Ray")
+    run.add_argument("--workers", type=int, help="local worker processes (default: measured, see README)")
+    run.add_argument("--threads", type=int, help="threads per worker (default 1)")
+    run.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                     help=f"attempts after the first for a failing job (default {DEFAULT_RETRIES})")
+    run.add_argument("--segment-frames", type=int,
+                     help="convert long clips as segments of this many frames (0: never; default: see README)")
+    run.add_argument("--disable-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_batch)
+
+
+def _run_batch(args) -> int:
+    from .batch import SUMMARY_NAME, batch_convert
+    result = batch_convert(
+        args.inputs, args.output_dir, manifest=args.manifest, outputs=[k.strip() for k in args.outputs.split(",")],
+        output_type=args.output_type, video_format=args.video_format, rgba_format=args.rgba_format,
+        model=args.model, device=args.device, overwrite=args.overwrite, retries=args.retries, workers=args.workers,
+        threads=args.threads, ray_address=args.ray or None, use_ray=args.ray is not None,
+        segment_frames=args.segment_frames, progress=not args.disable_progress, background=args.background,
+        downsample_ratio=args.downsample_ratio, input_resize=args.input_resize,
+        output_video_mbps=args.output_video_mbps, seq_chunk=args.seq_chunk)
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts.items()))
+    print(f"{len(result.jobs)} jobs in {result.seconds:.1f} s ({counts}); summary: "
+          f"{Path(args.output_dir) / SUMMARY_NAME}")
+    for job in result.jobs:
+        if job["outcome"] == "failed":
+            print(f"failed: {job['input']}: {job['reason']}", file=sys.stderr)
+    return 0 if result.succeeded else 1
+
+
 # verb registration: a new verb is one `_add_<verb>` function and one entry here
 def _add_parity(subparsers) -> None:
     from . import parity
@@ -181,7 +241,7 @@ def _add_web(subparsers) -> None:
     parser.set_defaults(handler=web.command)
 
 
-VERBS: List[Callable] = [_add_convert, _add_export, _add_parity, _add_bench, _add_web]
+VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_web]
 
 
 def build_parser() -> argparse.ArgumentParser:

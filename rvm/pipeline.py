@@ -6,6 +6,7 @@ one encode thread per output renders and writes its frames from its own bounded 
 at most a few chunks are in flight. The first error in any thread stops all of them and removes every
 temporary output.
 """
+import itertools
 import logging
 import queue
 import threading
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from .contracts import DEFAULT_GREEN
 from .errors import UsageError, VideoError
-from .video import IMAGE_SUFFIXES, FrameSink, PngSequenceSink, VideoSink, check_writable, open_source
+from .video import IMAGE_SUFFIXES, FrameSink, FrameSource, PngSequenceSink, VideoSink, check_writable, open_source
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ConvertSummary:
     fps: float  # the output frame rate (that of the input)
     seconds: float  # wall time of the whole job
     outputs: Dict[str, str] = field(default_factory=dict)
+    state: Optional[List[np.ndarray]] = None  # the recurrent state after the last frame, for a `frame_range` job
 
     @property
     def frames_per_second(self) -> float:
@@ -264,7 +266,8 @@ class _Stages:
             raise self.error
 
 
-def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output], bar: tqdm) -> int:
+def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output],
+                   update: Callable[[int], None]) -> int:
     stages = _Stages()
     decoded = queue.Queue(QUEUE_CHUNKS)
     to_encode = [queue.Queue(QUEUE_CHUNKS) for _ in outputs]
@@ -288,7 +291,7 @@ def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Outp
             for inbox in to_encode:
                 stages.put(inbox, chunk)
             frames += len(chunk.src)
-            bar.update(len(chunk.src))
+            update(len(chunk.src))
         for inbox in to_encode:
             stages.put(inbox, None)
     except BaseException as error:
@@ -297,14 +300,15 @@ def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Outp
     return frames
 
 
-def _run_sequential(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output], bar: tqdm) -> int:
+def _run_sequential(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output],
+                    update: Callable[[int], None]) -> int:
     frames = 0
     for chunk in chunks:
         _infer(runtime, chunk, ratio)
         for output in outputs:
             output.write(chunk)
         frames += len(chunk.src)
-        bar.update(len(chunk.src))
+        update(len(chunk.src))
     return frames
 
 
@@ -312,23 +316,34 @@ def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = Non
                   output_composition=None, output_alpha=None, output_foreground=None, output_rgba=None,
                   output_type: str = "video", output_video_mbps: Optional[float] = None,
                   background: BackgroundSpec = None, seq_chunk: int = 1, progress: bool = True,
-                  overwrite: bool = False, pipeline: bool = True) -> ConvertSummary:
+                  overwrite: bool = False, pipeline: bool = True, on_frames: Optional[Callable[[int], None]] = None,
+                  frame_range: Optional[Tuple[int, int]] = None,
+                  initial_state: Optional[Sequence[np.ndarray]] = None) -> ConvertSummary:
     """Matte `input_source` (video file or image folder) and write the requested outputs.
 
     `runtime`: any `rvm.runtimes.Runtime`; it is reset first and left open. `background`: a colour (tuple, 'R,G,B', '#rrggbb', name), an image or a
     video; default green (120, 255, 155) for video and, like the official converter, foreground-with-alpha
     PNGs for a PNG-sequence composition. `pipeline=False` runs decode, inference and encode in turn on one
-    thread (the baseline the pipelined job is measured against).
+    thread (the baseline the pipelined job is measured against). `on_frames(n)` is called as frames complete.
+
+    `frame_range=(start, stop)` converts only those frames (a segment of a long job; no audio is copied) and
+    returns the recurrent state after the last one in `summary.state`; `initial_state` starts from a state so
+    taken instead of zeros, so that segments run one after another give the frames of one whole run.
+    `input_source` may also be an open `FrameSource` (the caller closes it); with `frame_range` its iteration
+    must continue at `start`, as consecutive segments over one source leave it, so nothing is decoded twice.
     """
     started = time.perf_counter()
-    input_path = Path(input_source)
+    opened = not isinstance(input_source, FrameSource)
+    input_path = Path(input_source) if opened else input_source.path
     if seq_chunk < 1:
         raise ConvertError(f"seq_chunk must be >= 1, got {seq_chunk}")
+    if frame_range is not None and not 0 <= frame_range[0] < frame_range[1]:
+        raise ConvertError(f"frame_range must be (start, stop) with 0 <= start < stop, got {frame_range}")
     if output_video_mbps is not None and output_video_mbps <= 0:
         raise ConvertError(f"output_video_mbps must be > 0, got {output_video_mbps}")
     outputs = _plan_outputs({"composition": output_composition, "alpha": output_alpha,
                              "foreground": output_foreground, "rgba": output_rgba}, output_type, input_path, overwrite)
-    source = open_source(input_path, input_resize)
+    source = open_source(input_path, input_resize) if opened else input_source
     try:
         composites = any(o.name == "composition" for o in outputs)
         if composites and background is None and output_type == "png_sequence":
@@ -336,10 +351,13 @@ def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = Non
         backgrounds = _background_frames(background, source.size) if composites else None
         _check_runtime_fits(runtime, source.size, downsample_ratio)
         runtime.reset()
+        if initial_state is not None:
+            runtime.state = initial_state
         summary = _convert(source, runtime, downsample_ratio, outputs, backgrounds, seq_chunk, output_video_mbps,
-                           progress, overwrite, pipeline)
+                           progress, overwrite, pipeline, on_frames, frame_range, skip=opened)
     finally:
-        source.close()
+        if opened:
+            source.close()
     summary.seconds = time.perf_counter() - started
     log.info("converted %d frames in %.1f s (%.1f frames/s): %s", summary.frames, summary.seconds,
              summary.frames_per_second, ", ".join(summary.outputs.values()))
@@ -359,17 +377,25 @@ def _check_runtime_fits(runtime, size: Tuple[int, int], downsample_ratio) -> Non
 
 
 def _convert(source, runtime, ratio, outputs: List[_Output], backgrounds, seq_chunk: int, mbps, progress: bool,
-             overwrite: bool, pipeline: bool) -> ConvertSummary:
-    audio_from = source.path if source.audio is not None else None
+             overwrite: bool, pipeline: bool, on_frames, frame_range, skip: bool) -> ConvertSummary:
+    audio_from = source.path if source.audio is not None and frame_range is None else None
+    frames_in, total = source, source.frame_count
+    if frame_range is not None:
+        start, stop = frame_range
+        frames_in = itertools.islice(source, start, stop) if skip else itertools.islice(source, stop - start)
+        if backgrounds is not None:  # a looping background video keeps its place in the whole job
+            backgrounds = itertools.islice(backgrounds, start, None)
+        total = None if total is None else max(0, min(stop, total) - start)
     try:
         for output in outputs:
             output.sink = (PngSequenceSink(output.path, overwrite) if output.png_sequence else
                            VideoSink(output.path, source.fps, source.size, alpha=output.name == "rgba", mbps=mbps,
                                      audio_from=audio_from, overwrite=overwrite))
-        chunks = _decoded_chunks(source, backgrounds, seq_chunk)
+        chunks = _decoded_chunks(frames_in, backgrounds, seq_chunk)
         run = _run_pipelined if pipeline else _run_sequential
-        with tqdm(total=source.frame_count, unit="frame", desc="rvm convert", disable=not progress) as bar:
-            frames = run(chunks, runtime, ratio, outputs, bar)
+        with tqdm(total=total, unit="frame", desc="rvm convert", disable=not progress) as bar:
+            update = bar.update if on_frames is None else lambda n: (bar.update(n), on_frames(n))
+            frames = run(chunks, runtime, ratio, outputs, update)
         for output in outputs:
             output.sink.close()
             output.sink = None
@@ -378,4 +404,5 @@ def _convert(source, runtime, ratio, outputs: List[_Output], backgrounds, seq_ch
             if output.sink is not None:
                 output.sink.abort()
         raise
-    return ConvertSummary(frames, float(Fraction(source.fps)), 0.0, {o.name: str(o.path) for o in outputs})
+    state = runtime.state if frame_range is not None else None
+    return ConvertSummary(frames, float(Fraction(source.fps)), 0.0, {o.name: str(o.path) for o in outputs}, state)
