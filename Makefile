@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RUNNER := runtimes/tfjs_runner
+WEBAPP := rvm/webapp
 SHARED ?= ../shared
 CLIP ?= $(SHARED)/data/clips/person_a.mp4
 WEIGHTS ?= $(SHARED)/weights/rvm_mobilenetv3_from_official_onnx.pth
@@ -11,7 +12,7 @@ WEIGHTS ?= $(SHARED)/weights/rvm_mobilenetv3_from_official_onnx.pth
 export RVM_VALIDATION_CLIP ?= $(abspath $(CLIP))
 export RVM_CHECKPOINT_DIR ?= $(abspath $(SHARED)/weights)
 
-.PHONY: install node demo test parity bench clean
+.PHONY: install chromium demo test parity bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +24,22 @@ $(RUNNER)/node_modules/.installed: $(RUNNER)/package.json
 	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(RUNNER)/node_modules/.installed
+$(WEBAPP)/node_modules/.installed: $(WEBAPP)/package.json $(WEBAPP)/package-lock.json
+	cd $(WEBAPP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(RUNNER)/node_modules/.installed $(WEBAPP)/node_modules/.installed
+
+# Debian's chromium for the browser tests (tests/test_web.py), installed only where missing; they skip without it
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+				echo "chromium could not be installed: the browser tests will skip"; \
+		else \
+			echo "chromium is not installed and cannot be installed here (needs root and apt-get):" \
+			     "the browser tests will skip"; \
+		fi; }
 
 demo: install
 	$(VENV)/bin/rvm export --format onnx --precision fp16 -o models/exports --overwrite
@@ -41,4 +57,4 @@ bench: install
 	$(VENV)/bin/rvm bench --checkpoint $(WEIGHTS)
 
 clean:
-	rm -rf $(VENV) $(RUNNER)/node_modules out
+	rm -rf $(VENV) $(RUNNER)/node_modules $(WEBAPP)/node_modules out

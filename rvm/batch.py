@@ -15,6 +15,7 @@ across each boundary (`rvm.batch_segments`), so a crash near the end costs one s
 import contextlib
 import csv
 import hashlib
+import importlib
 import json
 import logging
 import multiprocessing
@@ -703,6 +704,9 @@ def resolve_model(model: Optional[str]) -> str:
     return str(fetch(model)[0])
 
 
+RAY_POOL = "rvm.batch_ray:ray_pool"
+
+
 def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs: Sequence[str] = ("composition",),
                   output_type: str = "video", video_format: str = "mp4", rgba_format: str = "mov",
                   model: Optional[str] = None, device: str = "auto", overwrite: bool = False,
@@ -741,8 +745,9 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
     if not todo:
         pool = Pool([], lambda: None)
     elif executor == "ray":
-        from .batch_ray import ray_pool
-        pool = ray_pool(jobs[0].model, device, ray_address, threads)
+        # by name, as formats name their code: the Ray executor builds on this module, which must not import it
+        module, function = RAY_POOL.split(":")
+        pool = getattr(importlib.import_module(module), function)(jobs[0].model, device, ray_address, threads)
     else:
         pool = local_pool(jobs[0].model, device, workers, threads)
     for job in todo:  # manifests may name outputs in subfolders

@@ -229,7 +229,19 @@ def _add_bench(subparsers) -> None:
     parser.set_defaults(handler=bench.command)
 
 
-VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench]
+def _add_web(subparsers) -> None:
+    from . import web
+    parser = subparsers.add_parser(
+        "web", help="build (and serve) a page that mattes camera or video in the browser with TF.js/ONNX artifacts",
+        description="Write a self-contained folder: a page that mattes the camera or a local video in the browser "
+                    "with the given TF.js and ONNX artifacts (TF.js on WebGPU, WebGL or wasm; onnxruntime-web on "
+                    "WebGPU or wasm), with its engines copied in, so it needs no network. --serve serves it on "
+                    "127.0.0.1.")
+    web.add_arguments(parser)
+    parser.set_defaults(handler=web.command)
+
+
+VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_web]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,11 +174,6 @@ def _is_tfjs(path: Path) -> bool:
 COREML_KINDS = ("mlmodel", "mlpackage")
 
 
-def _check_onnx(precision: str, options: ExportOptions) -> None:
-    if options.kind is not None:
-        raise UsageError("ONNX has one container: drop --kind")
-
-
 def _check_coreml(precision: str, options: ExportOptions) -> None:
     kind = options.kind or COREML_KINDS[0]
     if kind not in COREML_KINDS:
@@ -245,7 +240,7 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)"),
     },
     artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"), extra="onnx",
-    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="never", check=_check_onnx))
+    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="never", check=_no_kind("ONNX")))
 
 register(Format(
     name="tf", title="TF SavedModel", precisions=("fp32",),

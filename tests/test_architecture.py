@@ -24,7 +24,8 @@ LAYERS = [
                     "rvm.memory"]),
     ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
     ("exporters", ["rvm.exporters"]),
-    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.batch", "rvm.web", "rvm.cli"]),
+    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.batch", "rvm.batch_ray", "rvm.batch_segments",
+                      "rvm.batch_bench", "rvm.web", "rvm.cli"]),
 ]
 
 
@@ -78,7 +79,8 @@ def layer_of(name: str) -> int:
     best = None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[1])):
+            # "rvm" names the package itself; its modules each need their own entry
+            if (name == prefix or (prefix != "rvm" and name.startswith(prefix + "."))) and (best is None or len(prefix) > len(best[1])):
                 best = (index, prefix)
     assert best is not None, f"{name} has no layer: add it to LAYERS in {Path(__file__).name}"
     return best[0]

@@ -17,6 +17,7 @@ pytest.importorskip("tensorflowjs")
 if shutil.which("node") is None:
     pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
 
+from rvm import formats  # noqa: E402
 from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import ExportOptions, export  # noqa: E402
 from rvm.samples import validation_frames  # noqa: E402
@@ -119,7 +120,7 @@ def test_matches_pytorch_over_recurrent_frames(model, artifact, frames):
     print(f"tfjs int8 vs pytorch over {result.frames} frames: alpha max {result.pha_max:.3e} mean "
           f"{result.pha_mean:.3e}, foreground max {result.fgr_max:.3e} mean {result.fgr_mean:.3e}")
     assert result.frames == FRAMES
-    assert not result.failures("tfjs", "int8"), result
+    assert not result.failures(formats.get("tfjs").tolerance("int8")), result
     # tighter than the table's mean bounds (measured over 58 frames: alpha 1.0e-2, foreground 2.0e-2)
     assert result.pha_mean < 3e-2 and result.fgr_mean < 4e-2, result
     # quantized weights do change the output: a zero error would mean PyTorch was compared with itself
