@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rvm.batch import LEDGER_NAME, STATE_FOLDER, SUMMARY_NAME, BatchError, batch_convert, plan_jobs, read_manifest
 from rvm.cli import main
@@ -311,3 +312,25 @@ def test_ray_redoes_the_job_of_a_killed_actor(tmp_path, clips, reference, model,
     assert {job["executor"] for job in result.jobs} == {"ray"}
     workers = {job["worker"] for job in result.jobs}
     assert killed["worker"] not in workers and killed["pid"] != os.getpid()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA GPUs here: one worker per GPU (test_batch_on_gpus)")
+def test_local_pool_is_one_single_thread_worker_per_core_without_gpus():
+    from rvm.batch import THREADS_PER_WORKER, local_pool
+    pool = local_pool("model.onnx")
+    assert [(slot.device, slot.threads) for slot in pool.slots] == [("cpu", THREADS_PER_WORKER)] * os.cpu_count()
+    assert [(slot.device, slot.threads) for slot in local_pool("model.onnx", workers=3, threads=2).slots] == \
+        [("cpu", 2)] * 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_batch_on_gpus(tmp_path, clips, reference):
+    """On a CUDA machine: one worker per GPU, each job on its GPU, the mattes as on the CPU within fp32 noise."""
+    from .conftest import DGF_WEIGHTS
+    result = batch_convert([str(clips / "person_b.mp4")], tmp_path / "out", outputs=("alpha",),
+                           output_type="png_sequence", model=str(need(DGF_WEIGHTS)), progress=False)
+    (job,) = result.jobs
+    assert job["outcome"] == "done" and job["device"].startswith("cuda") and job["frames"] == 58
+    alpha = np.stack(read_frames(tmp_path / "out" / "person_b.alpha")).astype(int)
+    assert np.abs(alpha - np.stack(read_frames(reference / "person_b.alpha")).astype(int)).mean() < 1
