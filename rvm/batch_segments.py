@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from .convert import convert_video
-from .video import FrameSource, _AudioCopy, _replace, _temporary_sibling, open_source
+from .video import AudioCopy, FrameSource, open_source, replace_into_place, temporary_sibling
 
 # 1800 frames (a minute at 30 fps; 3-4 minutes of CPU work at 1080p) bounds what a crash costs, and the boundary
 # and join costs measured (README, "Batch") stay under 1% of a segment's conversion
@@ -146,12 +146,12 @@ def _join_png_folders(pieces: List[Path], final: Path) -> None:
             except OSError:  # another filesystem
                 shutil.copy2(png, target)
             number += 1
-    _replace(temporary, final)
+    replace_into_place(temporary, final)
 
 
 def _join_videos(pieces: List[Path], final: Path, audio_from: Optional[str]) -> None:
     """Packets copied part after part, each part's timestamps shifted by the parts before it."""
-    temporary = _temporary_sibling(final)
+    temporary = temporary_sibling(final)
     try:
         with av.open(str(pieces[0])) as first, av.open(str(temporary), "w") as output:
             template = first.streams.video[0]
@@ -159,7 +159,7 @@ def _join_videos(pieces: List[Path], final: Path, audio_from: Optional[str]) -> 
             # the template keeps the codec parameters but not the tag: ProRes 4444 came out tagged 'apch' (422 HQ),
             # which FFmpeg decodes to 10 bits instead of 12, a difference of 1 in RGB
             stream.codec_context.codec_tag = template.codec_context.codec_tag
-            audio = _AudioCopy(Path(audio_from), output, final.suffix.lower()) if audio_from else None
+            audio = AudioCopy(Path(audio_from), output, final.suffix.lower()) if audio_from else None
             rate = template.average_rate
             offset_frames = 0
             for piece in pieces:
@@ -183,4 +183,4 @@ def _join_videos(pieces: List[Path], final: Path, audio_from: Optional[str]) -> 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _replace(temporary, final)
+    replace_into_place(temporary, final)
