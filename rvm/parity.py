@@ -84,8 +84,14 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, bac
                 log.warning("%s %s: %s", name, precision, row.reason)
                 rows.append(row)
                 continue
-            with candidate:
-                result = compare(reference, candidate, frames, downsample_ratio)
+            try:
+                with candidate:
+                    result = compare(reference, candidate, frames, downsample_ratio)
+            except Exception as error:  # an artifact that loads but cannot run (e.g. an op without a kernel)
+                row.status, row.reason = "fail", one_line(error)
+                log.error("%s %s: %s", name, precision, row.reason)
+                rows.append(row)
+                continue
             problems = result.failures(backend, precision, model.refiner_name)
             row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
             row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift
