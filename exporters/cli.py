@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "artifact is run on real frames after writing and compared with PyTorch; over tolerance it is removed.")
     parser.add_argument("--format", required=True, choices=FORMATS + ("all",),
                         help="artifact format; 'all' writes every format and precision")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                        help="default: the format's first (torchscript/onnx/tf fp32, tfjs int8, coreml fp16); "
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8", "mixed"),
+                        help="default: the format's first (torchscript/onnx/tf fp32, tfjs mixed, coreml fp16); "
                              "with --format all, only the formats that support it")
     parser.add_argument("--checkpoint", default="rvm_mobilenetv3",
                         help="checkpoint name from the manifest or a path (.pth or official .onnx)")

@@ -11,7 +11,8 @@ from rvm.parity import run_parity, to_json, to_markdown
 from tests.conftest import CLIPS, DGF_WEIGHTS, OFFICIAL_ONNX, need
 
 RUNNABLE_HERE = [("pytorch", "fp32"), ("torchscript", "fp32"), ("torchscript", "fp16"), ("onnx", "fp32"),
-                 ("onnx", "fp16"), ("onnx (official download)", "fp32"), ("tf", "fp32"), ("tfjs", "int8")]
+                 ("onnx", "fp16"), ("onnx (official download)", "fp32"), ("tf", "fp32"), ("tfjs", "mixed"),
+                 ("tfjs", "int8"), ("tfjs", "fp16")]
 
 
 @pytest.fixture(scope="module")

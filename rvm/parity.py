@@ -26,7 +26,9 @@ TARGETS = (
     ("onnx", "onnx", "fp16"),
     ("onnx (official download)", "onnx", "fp32"),
     ("tf", "tf", "fp32"),
+    ("tfjs", "tfjs", "mixed"),
     ("tfjs", "tfjs", "int8"),
+    ("tfjs", "tfjs", "fp16"),
     ("coreml", "coreml", "fp16"),
     ("coreml", "coreml", "int8"),
 )
@@ -60,8 +62,9 @@ def official_onnx() -> Optional[Path]:
 
 
 def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, backends=DEFAULT_BACKENDS,
-               official_onnx_path=None, workdir=None) -> List[ParityRow]:
-    """Compare each requested backend with PyTorch fp32 (`model`) over `frames` (uint8 HWC)."""
+               official_onnx_path=None, workdir=None, precisions=None) -> List[ParityRow]:
+    """Compare each requested backend with PyTorch fp32 (`model`) over `frames` (uint8 HWC), in every
+    precision or only in `precisions` where given."""
     from runtimes.pytorch import PyTorchRuntime
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
@@ -69,7 +72,7 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, bac
         if "pytorch" in backends else []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for name, backend, precision in TARGETS:
-            if backend not in backends:
+            if backend not in backends or (precisions is not None and precision not in precisions):
                 continue
             if name == OFFICIAL_ONNX_ROW and (official_onnx_path is None or model.variant != "mobilenetv3"):
                 continue

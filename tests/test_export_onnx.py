@@ -119,7 +119,7 @@ def test_failed_validation_leaves_nothing(model, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt, precision, options, message", [
-    ("tfjs", "fp32", ExportOptions(), "tfjs cannot be exported in fp32: it supports int8"),
+    ("tfjs", "fp32", ExportOptions(), "tfjs cannot be exported in fp32: it supports mixed, int8, fp16"),
     ("coreml", "fp16", ExportOptions(), "CoreML models are fixed-resolution.*--resolution"),
     ("onnx", "int8", ExportOptions(), "onnx cannot be exported in int8"),
 ])

@@ -63,10 +63,13 @@ def child(weights: str, clip: str, frames: str, backends: str) -> None:
 
     from exporters.validate import validation_frames
     from rvm.checkpoints import load_model
+    from rvm.contracts import FORMAT_PRECISIONS
     from rvm.parity import run_parity, to_json
 
     model = load_model(weights)
-    rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, backends.split(","))
+    # TF.js in its default precision only: the kernel path matters for the graph, not the weights' storage
+    rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, backends.split(","),
+                      precisions=(FORMAT_PRECISIONS["tf"][0], FORMAT_PRECISIONS["tfjs"][0]))
     print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(), "rows": to_json(rows, {})["rows"]}))
 
 
