@@ -87,8 +87,14 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
                 log.warning("%s %s: %s", target.name, target.precision, row.reason)
                 rows.append(row)
                 continue
-            with candidate:
-                result = compare(reference, candidate, frames, downsample_ratio)
+            try:
+                with candidate:
+                    result = compare(reference, candidate, frames, downsample_ratio)
+            except Exception as error:  # an artifact that loads but cannot run (an op without a kernel here)
+                row.status, row.reason = "fail", one_line(error)
+                log.error("%s %s: %s", target.name, target.precision, row.reason)
+                rows.append(row)
+                continue
             bounds = target.format.tolerance(target.precision, model.refiner_name)
             problems = result.failures(bounds)
             row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")

@@ -15,7 +15,8 @@ from rvm.runtimes.coreml import describe
 from .conftest import DGF_WEIGHTS, need
 
 EXPECTED = ["rvm_mobilenetv3_fp32.torchscript", "rvm_mobilenetv3_fp16.torchscript", "rvm_mobilenetv3_fp32.onnx",
-            "rvm_mobilenetv3_fp16.onnx", "rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_int8",
+            "rvm_mobilenetv3_fp16.onnx", "rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_mixed",
+            "rvm_mobilenetv3_tfjs_int8", "rvm_mobilenetv3_tfjs_fp16",
             "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlmodel", "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel",
             "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlpackage"]
 
@@ -27,16 +28,18 @@ def test_format_all_writes_every_artifact_validated(tmp_path, capsys, caplog):
     printed = capsys.readouterr().out
     written = [line for line in printed.splitlines() if line.startswith(str(out))]
     assert [p.rsplit("/", 1)[1] for p in written] == EXPECTED
-    assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED)  # no temporary leftovers
+    static = [name + ".iospec.json" for name in EXPECTED if "1920x1080" in name]  # CoreML: I/O spec beside
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED + static)  # no temporary leftovers
     validated = [r for r in caplog.records if r.getMessage().startswith("validated ")]
-    assert len(validated) == 6  # every format that can run here; CoreML's spec is checked
+    assert len(validated) == 8  # every format that can run here; CoreML's spec is checked
     sha = __import__("hashlib").sha256(DGF_WEIGHTS.read_bytes()).hexdigest()
     props = {p.key: p.value for p in onnx.load(str(out / "rvm_mobilenetv3_fp16.onnx")).metadata_props}
     assert props["precision"] == "fp16" and props["checkpoint_sha256"] == sha
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "rvm_mobilenetv3_fp32.torchscript"), _extra_files=extra)
     assert ArtifactMetadata.from_json(extra["metadata.json"]).checkpoint_sha256 == sha
-    for folder in ("rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_int8"):
+    for folder in ("rvm_mobilenetv3_tf", "rvm_mobilenetv3_tfjs_mixed", "rvm_mobilenetv3_tfjs_int8",
+                   "rvm_mobilenetv3_tfjs_fp16"):
         assert json.loads((out / folder / "rvm_metadata.json").read_text())["checkpoint_sha256"] == sha
     assert describe(out / "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel")["metadata"]["checkpoint_sha256"] == sha
     assert (out / "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel.iospec.json").is_file()  # static: the I/O spec beside
