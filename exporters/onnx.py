@@ -6,7 +6,6 @@ runs: the ratio is a tensor, so `ratio != 1` cannot be decided at export time.
 """
 import copy
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -16,8 +15,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import ExportError, UsageError
 
-from .metadata import build_metadata
+from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 OPSET = 12
@@ -93,7 +93,7 @@ def simplify(graph):
     import onnxsim
     simplified, ok = onnxsim.simplify(graph)  # no input shapes given: dynamic dims stay dynamic
     if not ok:
-        raise RuntimeError("onnxsim could not prove the simplified graph equal to the exported one: "
+        raise ExportError("onnxsim could not prove the simplified graph equal to the exported one: "
                            "export with --no-simplify")
     return simplified
 
@@ -120,8 +120,7 @@ def export_onnx(model, path, precision: str, options) -> None:
     import onnxsim
 
     if precision == "fp16" and model.refiner_name == "fast_guided_filter":
-        from . import ExportError
-        raise ExportError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
+        raise UsageError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
                           "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
                           "the deep guided filter")
     graph = trace_to_onnx(model)
@@ -130,11 +129,9 @@ def export_onnx(model, path, precision: str, options) -> None:
     if precision == "fp16":
         graph = to_fp16(graph)
     onnx.checker.check_model(graph, full_check=True)
-    metadata = build_metadata(model, "onnx", precision, {
-        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__})
-    metadata["opset"] = OPSET
-    metadata["simplified"] = bool(options.simplify)
-    onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
-                                        for key, value in metadata.items()})
+    metadata = ArtifactMetadata.for_export(
+        model, "onnx", precision, {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                                   "onnxsim": onnxsim.__version__}, options, opset=OPSET, simplified=bool(options.simplify))
+    onnx.helper.set_model_props(graph, metadata.to_strings())
     onnx.save(graph, str(Path(path)))
     log.info("wrote ONNX %s (%d nodes) to %s", precision, len(graph.graph.node), path)

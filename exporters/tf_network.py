@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from torch import nn
 
+from rvm.errors import ExportError
 from rvm.model import MattingNetwork
 from rvm.model.decoder import BottleneckBlock, ConvGRU, OutputBlock, RecurrentDecoder, UpsamplingBlock
 from rvm.model.lraspp import LRASPP
@@ -112,7 +113,7 @@ class Conv(tf.Module):
             bias = (bias - bn.running_mean.double().numpy()) * scale + bn.bias.detach().double().numpy()
         self.depthwise = conv.groups > 1
         if self.depthwise and not conv.groups == conv.in_channels == conv.out_channels:
-            raise ValueError(f"grouped convolution {conv} is neither dense nor depthwise: not supported in TF")
+            raise ExportError(f"grouped convolution {conv} is neither dense nor depthwise: not supported in TF")
         # torch OIHW -> TF HWIO (dense) or HW,C,multiplier (depthwise)
         self.kernel = constant(weight.transpose(2, 3, 0, 1) if self.depthwise else weight.transpose(2, 3, 1, 0))
         self.bias = constant(bias)

@@ -11,8 +11,10 @@ from typing import Optional
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import BackendUnavailable, UsageError
+from rvm.metadata import ArtifactMetadata
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
+from .base import Runtime, RuntimeInfo
 
 log = logging.getLogger(__name__)
 ELEMENT_TYPES = {"tensor(float)": (np.float32, "fp32"), "tensor(float16)": (np.float16, "fp16")}
@@ -34,7 +36,7 @@ def session_options(graph_optimization: str = "all", intra_op_threads: Optional[
     conversion (1080p on 2 cores: 5.5 -> 6.1 frames/s sequential, 6.6 -> 7.1 pipelined) for no tensor gain."""
     import onnxruntime as ort
     if graph_optimization not in OPTIMIZATION_LEVELS:
-        raise ValueError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
+        raise UsageError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -57,7 +59,7 @@ def providers_for(device: str) -> list:
         index = int(device.partition(":")[2] or 0)
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     if device != "cpu":
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
     return ["CPUExecutionProvider"]
 
 
@@ -68,17 +70,17 @@ class OnnxRuntime(Runtime):
         self.session = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != len(ONNX_INPUTS) or len(outputs) != len(ONNX_OUTPUTS):
-            raise ValueError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
+            raise UsageError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
                              f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
         # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in outputs]
         if inputs[0].type not in ELEMENT_TYPES:
-            raise ValueError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
+            raise UsageError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
         self.dtype, precision = ELEMENT_TYPES[inputs[0].type]
         on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
-        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        metadata = ArtifactMetadata.from_strings(session.get_modelmeta().custom_metadata_map)
         device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)
 

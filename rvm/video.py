@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import VideoError
+
 log = logging.getLogger(__name__)
 
 Size = Tuple[int, int]  # (width, height)
@@ -35,10 +37,6 @@ IMAGE_SEQUENCE_FPS = Fraction(30)  # an image folder has no frame rate; the offi
 # suffix -> (encoder, pixel format steps from rgba: the last is the encoder's; see the swscale note above)
 RGBA_CODECS = {".mov": ("prores_ks", ("yuva444p", "yuva444p10le")), ".webm": ("libvpx-vp9", ("yuva420p",))}
 WEBM_AUDIO_CODECS = ("opus", "vorbis")
-
-
-class VideoError(ValueError):
-    """A source or sink problem the user can fix; the message is one line naming the problem and the fix."""
 
 
 def _ffmpeg_reason(error: Exception) -> str:

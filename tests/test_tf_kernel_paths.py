@@ -27,7 +27,7 @@ FRAMES, RATIO = 4, 0.5  # a few recurrent frames of the clip upscaled 2x: the re
 
 
 def tfjs_runs_here() -> bool:
-    from runtimes.tfjs import RUNNER_DIR
+    from rvm.runtimes.tfjs import RUNNER_DIR
     return (importlib.util.find_spec("tensorflowjs") is not None and shutil.which("node") is not None
             and (RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir())
 
@@ -61,16 +61,18 @@ def test_tf_and_tfjs_match_pytorch_on_kernel_path(onednn):
 def child(weights: str, clip: str, frames: str, backends: str) -> None:
     from tensorflow.python.util import _pywrap_util_port
 
-    from exporters.validate import validation_frames
+    from rvm import formats
     from rvm.checkpoints import load_model
-    from rvm.contracts import FORMAT_PRECISIONS
-    from rvm.parity import run_parity, to_json
+    from rvm.parity import run_parity
+    from rvm.samples import validation_frames
 
     model = load_model(weights)
     # TF.js in its default precision only: the kernel path matters for the graph, not the weights' storage
-    rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, backends.split(","),
-                      precisions=(FORMAT_PRECISIONS["tf"][0], FORMAT_PRECISIONS["tfjs"][0]))
-    print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(), "rows": to_json(rows, {})["rows"]}))
+    targets = [formats.Target(name, formats.get(name), formats.get(name).precisions[0]) for name in backends.split(",")]
+    rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, targets, reference_row=False)
+    print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(),
+                      "rows": [{"backend": r.backend, "status": r.status, "reason": r.reason, "frames": r.frames}
+                               for r in rows]}))
 
 
 if __name__ == "__main__":

@@ -19,21 +19,22 @@ pytest.importorskip("tensorflowjs")
 if shutil.which("node") is None:
     pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
 
-from exporters import ExportError, ExportOptions, export  # noqa: E402
-from exporters.tfjs import QUANTIZATION  # noqa: E402
-from exporters.validate import validation_frames  # noqa: E402
+from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
-from rvm.contracts import FORMAT_PRECISIONS  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import ExportOptions, export  # noqa: E402
+from rvm.exporters.tfjs import QUANTIZATION  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-import runtimes.tfjs  # noqa: E402
-from runtimes import BackendUnavailable, load  # noqa: E402
-from runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
+import rvm.runtimes.tfjs as tfjs_runtime  # noqa: E402
+from rvm.runtimes import BackendUnavailable, load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
 FRAMES, RATIO = 16, 0.5  # the full 58-frame measurement per clip is in the README (`rvm parity`)
-PRECISIONS = FORMAT_PRECISIONS["tfjs"]
+PRECISIONS = formats.get("tfjs").precisions
 DEFAULT = PRECISIONS[0]
 
 # Web-style client: serves the model folder over HTTP, loads it by URL and runs three recurrent frames of
@@ -163,7 +164,7 @@ def test_matches_pytorch_over_recurrent_frames(model, artifacts, frames, precisi
     print(f"tfjs {precision} vs pytorch over {result.frames} frames: alpha max {result.pha_max:.3e} mean "
           f"{result.pha_mean:.3e}, foreground max {result.fgr_max:.3e} mean {result.fgr_mean:.3e}")
     assert result.frames == FRAMES
-    assert not result.failures("tfjs", precision), result
+    assert not result.failures(formats.get("tfjs").tolerance(precision)), result
     # stored weights do change the output: a zero error would mean PyTorch was compared with itself
     assert result.pha_mean > 1e-7
     assert runtime.runner.process.poll() is not None, "close() must end the Node process"
@@ -187,7 +188,7 @@ class StateResetEveryFrame:
 def test_tolerances_reject_an_artifact_run_without_its_state(model, artifacts, frames, precision):
     with load(artifacts(precision)) as runtime:
         result = compare(PyTorchRuntime(model, device="cpu"), StateResetEveryFrame(runtime), frames, RATIO)
-    assert result.failures("tfjs", precision), result
+    assert result.failures(formats.get("tfjs").tolerance(precision)), result
 
 
 def test_fast_guided_filter_runs_in_tfjs(tmp_path):
@@ -232,16 +233,16 @@ def test_dropped_runtime_ends_its_node_process(artifact):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no TF.js model at .*pass a model.json"):
+    with pytest.raises(UsageError, match="no TF.js model at .*pass a model.json"):
         TfjsRuntime.from_path(tmp_path / "nowhere")
 
 
 def test_missing_node_or_packages_is_backend_unavailable(artifact, monkeypatch, tmp_path):
-    monkeypatch.setattr(runtimes.tfjs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tfjs_runtime.shutil, "which", lambda name: None)
     with pytest.raises(BackendUnavailable, match="needs Node.js"):
         TfjsRuntime.from_path(artifact)
     monkeypatch.undo()
-    monkeypatch.setattr(runtimes.tfjs, "RUNNER_DIR", tmp_path)
+    monkeypatch.setattr(tfjs_runtime, "RUNNER_DIR", tmp_path)
     with pytest.raises(BackendUnavailable, match="run `npm ci` in .*make install"):
         TfjsRuntime.from_path(artifact)
 
@@ -254,6 +255,6 @@ def test_node_error_comes_back_as_one_line(artifact):
 
 
 def test_fp32_request_is_refused_before_any_work(model, tmp_path):
-    with pytest.raises(ExportError, match="tfjs cannot be exported in fp32: it supports mixed, int8, fp16"):
+    with pytest.raises(UsageError, match="tfjs cannot be exported in fp32: it supports mixed, int8, fp16"):
         export(model, "tfjs", "fp32", tmp_path)
     assert list(tmp_path.iterdir()) == []
