@@ -71,7 +71,7 @@ def child(weights: str, clip: str, frames: str, backends: str) -> None:
     targets = [formats.Target(name, formats.get(name), formats.get(name).precisions[0]) for name in backends.split(",")]
     rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, targets, reference_row=False)
     print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(),
-                      "rows": [{"backend": r.backend, "status": r.status, "reason": r.reason, "frames": r.frames}
+                      "rows": [{"backend": r.format, "status": r.status, "reason": r.reason, "frames": r.frames}
                                for r in rows]}))
 
 
