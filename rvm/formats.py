@@ -251,6 +251,8 @@ register(Format(
     check=_no_kind("TF SavedModel")))
 
 register(Format(
+    # weights stored uint8 where harmless and float16 elsewhere (default), all uint8 (as the official download),
+    # all float16: see rvm.exporters.tfjs
     name="tfjs", title="TF.js", precisions=("mixed", "int8", "fp16"),
     exporter="rvm.exporters.tfjs:export_tfjs", runtime="rvm.runtimes.tfjs:TfjsRuntime",
     # Weights stored uint8 where harmless and float16 elsewhere (mixed, the default), all uint8 (as the official
@@ -259,14 +261,20 @@ register(Format(
     # 58 frames each (README, TF.js precisions), worst clip person_a. The state dropped every frame costs alpha
     # mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it (parity tests).
     tolerances={
-        "mixed": Tolerance(1e-1, 5e-2, 1e-3, 2e-3,
-                           measured="alpha max 4.0e-2, mean 1.8e-4; foreground max 1.2e-2, mean 4e-4"),
-        # all uint8: hair-edge pixels flip (alpha max 0.9975), so the max bound sits just under the range and the
-        # mean bounds carry the check
-        "int8": Tolerance(0.999, 0.3, 1.3e-2, 2.5e-2,
-                          measured="alpha max 0.9975, mean 1.02e-2; foreground max 0.215, mean 1.98e-2"),
-        "fp16": Tolerance(4e-2, 2e-2, 1e-3, 1e-3,
-                          measured="alpha max 1.8e-2, mean 1.3e-4; foreground max 5.0e-3, mean 2.0e-4"),
+        # official weights, person_a/b/c upscaled 2x at ratio 0.5, 58 frames each (README, TF.js precisions); the
+        # fp32 TF.js graph agrees with PyTorch to 7e-6: the gap is the weights' storage. Dropping the state every
+        # frame costs alpha mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it
+        # (tests/test_format_tfjs.py).
+        "mixed": Tolerance(1e-1, 6e-2, 1e-3, 2e-3,
+                           measured="alpha max 3.3e-2, mean 1.8e-4 (person_a); foreground max 2.9e-2, mean 5.7e-4 "
+                                    "(person_b); 58 frames"),
+        # hair-edge pixels flip, so the alpha max cannot fail before the range does: the means carry the check
+        "int8": Tolerance(0.999, 0.6, 1.3e-2, 4e-2,
+                          measured="alpha max 0.9975, mean 1.02e-2 (person_a); foreground max 0.40, mean 2.9e-2 "
+                                   "(person_b); 58 frames"),
+        # foreground max as ONNX fp16's (2.4e-2 on person_b)
+        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
+                          measured="alpha max 1.8e-2, mean 1.3e-4; foreground 5.0e-3 / 2.0e-4 (person_a, 58 frames)"),
     },
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tfjs_{precision}", recognizes=_is_tfjs,
     extra="tfjs", requires=("tensorflow", "tensorflowjs"), static="never", check=_no_kind("TF.js"), in_bench=False,

@@ -33,7 +33,9 @@ from rvm.samples import validation_frames  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
-FRAMES, RATIO = 16, 0.5  # the full 58-frame measurement per clip is in the README (`rvm parity`)
+# 30: over 16 frames fp16's small error (1.3e-4 mean) is still settling and reads as 2.0x drift; the full
+# 58-frame measurement per clip is in the README
+FRAMES, RATIO = 30, 0.5
 PRECISIONS = formats.get("tfjs").precisions
 DEFAULT = PRECISIONS[0]
 
@@ -196,7 +198,9 @@ def test_tolerances_reject_an_artifact_run_without_its_state(model, artifacts, f
 def test_fast_guided_filter_runs_in_tfjs(tmp_path):
     """tensorflowjs fuses the box filter's depthwise convolution with a tensor "bias", which TF.js refuses;
     the exporter splits it back. The FGF weights are the official TF.js ones, so uint8 costs little."""
-    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path)
+    # int8: these weights came out of the uint8 official model (in mixed, alpha max 0.27 over 4 frames: the fast
+    # guided filter's eps amplifies the float16 rounding of weights tuned on the uint8 grid)
+    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path, "int8")
     nodes = json.loads((artifact / "model.json").read_text())["modelTopology"]["node"]
     constants = {node["name"] for node in nodes if node["op"] == "Const"}
     fused = [node for node in nodes if node["op"] in ("FusedDepthwiseConv2dNative", "_FusedConv2D")]

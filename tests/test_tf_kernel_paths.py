@@ -63,14 +63,16 @@ def child(weights: str, clip: str, frames: str, backends: str) -> None:
 
     from rvm import formats
     from rvm.checkpoints import load_model
-    from rvm.parity import run_parity, to_json
+    from rvm.parity import run_parity
     from rvm.samples import validation_frames
 
     model = load_model(weights)
-    # each format in its default precision only: the kernel path matters for the graph, not the weights' storage
+    # TF.js in its default precision only: the kernel path matters for the graph, not the weights' storage
     targets = [formats.Target(name, formats.get(name), formats.get(name).precisions[0]) for name in backends.split(",")]
     rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, targets, reference_row=False)
-    print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(), "rows": to_json(rows, {})["rows"]}))
+    print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(),
+                      "rows": [{"backend": r.format, "status": r.status, "reason": r.reason, "frames": r.frames}
+                               for r in rows]}))
 
 
 if __name__ == "__main__":
