@@ -50,7 +50,7 @@ def test_tf_and_tfjs_match_pytorch_on_kernel_path(onednn):
     backends = ("tf", "tfjs") if tfjs_runs_here() else ("tf",)
     result, log = run_child(onednn, backends)
     assert result["onednn"] == (onednn == "1"), "TensorFlow did not take the kernel path asked for"
-    rows = {row["format"]: row for row in result["rows"]}
+    rows = {row["backend"]: row for row in result["rows"]}
     assert set(rows) == set(backends)
     for backend, row in rows.items():
         assert row["status"] == "ok", \
