@@ -15,7 +15,7 @@ from rvm.metadata import ArtifactMetadata
 from .base import Runtime, RuntimeInfo
 
 NOT_MACOS = ("CoreML prediction needs macOS; this is {platform}: the spec can still be inspected with "
-             "runtimes.coreml.describe(path)")
+             "rvm.runtimes.coreml.describe(path)")
 
 
 def _coremltools():
