@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from rvm.contracts import FORMAT_PRECISIONS, FORMATS, artifact_name
+from rvm.iospec import spec_path
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,10 @@ EXPORTERS: Dict[str, str] = {
     "tf": "exporters.tf:export_tf",
     "tfjs": "exporters.tfjs:export_tfjs",
     "coreml": "exporters.coreml:export_coreml",
+    "openvino": "exporters.openvino:export_openvino",
 }
+# formats that can be written as a static graph (one resolution, ratio baked, true state shapes)
+STATIC_FORMATS = ("onnx", "openvino")
 
 
 class ExportError(RuntimeError):
@@ -41,6 +45,9 @@ class ExportOptions:
     validate: bool = True
     validation_frames: int = 8
     validation_clip: Optional[str] = None
+    static: bool = False  # ONNX/OpenVINO: fixed resolution and ratio, no dynamic dimension (needs both)
+    calibration: Optional[str] = None  # int8: a clip or a folder of frames, never the validation clip
+    calibration_frames: int = 16  # per calibration source
 
 
 def exporter(fmt: str) -> Callable:
@@ -55,6 +62,15 @@ def check_request(fmt: str, precision: str, options: ExportOptions) -> None:
     allowed = FORMAT_PRECISIONS[fmt]
     if precision not in allowed:
         raise ExportError(f"{fmt} cannot be exported in {precision}: it supports {', '.join(allowed)}")
+    if options.static:
+        if fmt not in STATIC_FORMATS:
+            raise ExportError(f"--static applies to {', '.join(STATIC_FORMATS)}; {fmt} has no static profile")
+        if options.resolution is None or options.downsample_ratio is None:
+            raise ExportError("a static export bakes one resolution and ratio: pass --resolution WIDTHxHEIGHT and "
+                              "--downsample-ratio (e.g. --resolution 1920x1080 --downsample-ratio 0.25)")
+    if precision == "int8" and fmt in ("onnx", "openvino"):
+        from .int8 import check_calibration
+        check_calibration(options)
     if fmt == "coreml":
         if options.resolution is None or options.downsample_ratio is None:
             raise ExportError("CoreML models are fixed-resolution with the ratio baked in: pass --resolution "
@@ -73,7 +89,7 @@ def export(model, fmt: str, precision: str = None, output_dir=".", overwrite: bo
     check_request(fmt, precision, options)
     output_dir = Path(output_dir)
     final = output_dir / artifact_name(fmt, model.variant, precision, options.resolution,
-                                       options.downsample_ratio, options.coreml_kind)
+                                       options.downsample_ratio, options.coreml_kind, options.static)
     if final.exists() and not overwrite:
         raise ExportError(f"{final} exists: pass --overwrite (overwrite=True) to replace it")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +103,11 @@ def export(model, fmt: str, precision: str = None, output_dir=".", overwrite: bo
             validate_artifact(model, temporary, fmt, precision, options)
         remove(final)
         os.replace(temporary, final)
+        if spec_path(temporary).exists():  # a static file artifact's I/O spec travels with it
+            os.replace(spec_path(temporary), spec_path(final))
     finally:
         remove(temporary)
+        remove(spec_path(temporary))
     return final
 
 
@@ -107,7 +126,8 @@ def plan_exports(fmt: str, precision: Optional[str] = None, options: ExportOptio
         jobs = []
         for name in FORMATS:
             if name != "coreml":
-                jobs += [(name, p, options) for p in FORMAT_PRECISIONS[name] if precision in (None, p)]
+                jobs += [(name, p, options) for p in FORMAT_PRECISIONS[name] if precision in (None, p)
+                         and (p != "int8" or name not in ("onnx", "openvino") or options.calibration)]
             else:
                 coreml = options
                 if options.resolution is None:  # the official CoreML downloads' default configuration

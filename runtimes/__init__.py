@@ -17,6 +17,7 @@ BACKENDS: Dict[str, str] = {
     "tf": "runtimes.tensorflow:TensorflowRuntime",
     "tfjs": "runtimes.tfjs:TfjsRuntime",
     "coreml": "runtimes.coreml:CoreMLRuntime",
+    "openvino": "runtimes.openvino:OpenVinoRuntime",
 }
 
 
@@ -37,13 +38,17 @@ def detect_backend(path) -> str:
         return "coreml"
     if suffix == ".torchscript":
         return "torchscript"
+    if suffix == ".xml":
+        return "openvino"
     if p.is_dir():
+        if (p / "model.xml").exists():
+            return "openvino"
         if (p / "saved_model.pb").exists():
             return "tf"
         if (p / "model.json").exists():
             return "tfjs"
-        raise ValueError(f"{p} is a folder but neither a TF SavedModel (saved_model.pb) nor a TF.js model "
-                         f"(model.json): pass the artifact folder itself")
+        raise ValueError(f"{p} is a folder but neither a TF SavedModel (saved_model.pb), a TF.js model "
+                         f"(model.json) nor an OpenVINO IR (model.xml): pass the artifact folder itself")
     if p.name == "model.json":
         return "tfjs"
     if suffix in (".pt", ".pth", ".ckpt") and p.is_file() and zipfile.is_zipfile(p):

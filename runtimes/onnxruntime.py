@@ -4,6 +4,8 @@ The recurrent states stay on the device between frames: they are ORT values boun
 so on CUDA only the frame goes up and fgr/pha come down. The first frame gets `[1,1,1,1]` zero states,
 as the contract says third-party code does. fp16 artifacts take fp16 src/states and an fp32 ratio;
 which one a file is comes from its input types, so the official downloads (no metadata) work too.
+Static graphs (inputs `src, r1i..r4i`, every shape fixed, the ratio baked) take their frame size only, and
+their first-frame states are zeros of the states' true shapes.
 """
 import logging
 from typing import Optional
@@ -67,7 +69,7 @@ class OnnxRuntime(Runtime):
     def __init__(self, session, path=None, **options):
         self.session = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != len(ONNX_INPUTS) or len(outputs) != len(ONNX_OUTPUTS):
+        if len(inputs) not in (len(ONNX_INPUTS), len(ONNX_INPUTS) - 1) or len(outputs) != len(ONNX_OUTPUTS):
             raise ValueError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
                              f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
         # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
@@ -79,8 +81,18 @@ class OnnxRuntime(Runtime):
         on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
         metadata = dict(session.get_modelmeta().custom_metadata_map)
+        precision = metadata.get("precision", precision)  # int8 (QDQ) graphs take float32 like fp32 ones
         device = f"cuda:{self.device_id}" if on_cuda else "cpu"
-        super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)
+        info = RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata)
+        self.static = len(inputs) == len(ONNX_INPUTS) - 1
+        self.initial_shapes = [(1, 1, 1, 1)] * 4
+        if self.static:
+            if "downsample_ratio" not in metadata:
+                raise ValueError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
+            info.fixed_resolution = (inputs[0].shape[3], inputs[0].shape[2])
+            info.baked_downsample_ratio = float(metadata["downsample_ratio"])
+            self.initial_shapes = [tuple(i.shape) for i in inputs[1:5]]
+        super().__init__(info, **options)
 
     def _cuda_device_id(self) -> int:
         return int(self.session.get_provider_options()["CUDAExecutionProvider"].get("device_id", 0))
@@ -104,13 +116,13 @@ class OnnxRuntime(Runtime):
 
     def _run(self, src, state, downsample_ratio):
         if state is None:
-            zeros = np.zeros((1, 1, 1, 1), self.dtype)
-            state = [self._ort_value(zeros) for _ in range(4)]
+            state = [self._ort_value(np.zeros(shape, self.dtype)) for shape in self.initial_shapes]
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_names[0], self._ort_value(src))
         for name, value in zip(self.input_names[1:5], state):
             binding.bind_ortvalue_input(name, value)
-        binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        if not self.static:
+            binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
         # fgr and pha land straight in new numpy arrays: no ORT-owned output and no copy out of it (at 1080p
         # 33 MB a frame less to write, 2-3% more frames/s); fresh each frame, as callers may keep them
         batch, _, height, width = src.shape

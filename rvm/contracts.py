@@ -10,22 +10,29 @@ ONNX_OUTPUTS = ("fgr", "pha", "r1o", "r2o", "r3o", "r4o")
 TF_INPUTS = ONNX_INPUTS
 TF_OUTPUTS = ONNX_OUTPUTS
 
-FORMATS = ("torchscript", "onnx", "tf", "tfjs", "coreml")
+FORMATS = ("torchscript", "onnx", "tf", "tfjs", "coreml", "openvino")
 # precisions each format can be exported in; the first is the default
 FORMAT_PRECISIONS: Dict[str, Tuple[str, ...]] = {
     "torchscript": ("fp32", "fp16"),
-    "onnx": ("fp32", "fp16"),
+    "onnx": ("fp32", "fp16", "int8"),  # int8: QDQ static quantization, needs calibration frames
     "tf": ("fp32",),
     "tfjs": ("int8",),  # uint8-quantized weights, as the official TF.js download
     "coreml": ("fp16", "int8"),
+    "openvino": ("fp32", "fp16", "int8"),  # IR; fp16 = compressed weights; int8 = NNCF, needs calibration frames
 }
 
 DEFAULT_GREEN = (120, 255, 155)
 
 
 def artifact_name(fmt: str, variant: str, precision: str, resolution: Optional[Tuple[int, int]] = None,
-                  downsample_ratio: Optional[float] = None, coreml_kind: str = "mlmodel") -> str:
-    """Official download names, so users find what they search for."""
+                  downsample_ratio: Optional[float] = None, coreml_kind: str = "mlmodel", static: bool = False) -> str:
+    """Official download names, so users find what they search for; static graphs carry size and ratio."""
+    if static:
+        width, height = resolution
+        fixed = f"{width}x{height}_s{downsample_ratio:g}_"
+        return f"rvm_{variant}_{fixed}{precision}.onnx" if fmt == "onnx" else f"rvm_{variant}_openvino_{fixed}{precision}"
+    if fmt == "openvino":
+        return f"rvm_{variant}_openvino_{precision}"
     if fmt == "onnx":
         return f"rvm_{variant}_{precision}.onnx"
     if fmt == "torchscript":
