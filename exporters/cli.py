@@ -35,9 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=("mobilenetv3", "resnet50"), help="default: inferred from the checkpoint")
     parser.add_argument("--refiner", choices=("deep_guided_filter", "fast_guided_filter"),
                         help="default: inferred from the checkpoint")
-    parser.add_argument("--resolution", type=parse_resolution, help="CoreML: fixed input size WIDTHxHEIGHT")
+    parser.add_argument("--resolution", type=parse_resolution,
+                        help="CoreML and --static: fixed input size WIDTHxHEIGHT")
     parser.add_argument("--downsample-ratio", type=float,
-                        help="CoreML: ratio baked into the model; elsewhere the ratio used for validation")
+                        help="CoreML and --static: ratio baked into the model; elsewhere the ratio used for validation")
+    parser.add_argument("--static", action="store_true",
+                        help="ONNX/OpenVINO: a static graph (TensorRT, OpenVINO, NCNN, MNN, TNN) at --resolution with "
+                             "--downsample-ratio baked in, true state shapes, and an I/O spec JSON beside it")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 (ONNX/OpenVINO): calibration frames, a clip or a folder of images (several joined "
+                             "by commas); use footage like yours, not the clip you validate on")
+    parser.add_argument("--calibration-frames", type=int, default=16, help="frames read per calibration source")
     parser.add_argument("--coreml-kind", choices=("mlmodel", "mlpackage"), default="mlmodel",
                         help="CoreML container: neural network .mlmodel or ML program .mlpackage")
     parser.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
@@ -57,7 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     options = ExportOptions(resolution=args.resolution, downsample_ratio=args.downsample_ratio,
                             simplify=args.simplify, coreml_kind=args.coreml_kind, validate=args.validate,
-                            validation_clip=args.validation_clip)
+                            validation_clip=args.validation_clip, static=args.static,
+                            calibration=args.calibration, calibration_frames=args.calibration_frames)
     try:
         jobs = plan_exports(args.format, args.precision, options)
         from rvm.checkpoints import load_model

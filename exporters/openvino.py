@@ -15,12 +15,17 @@ MODEL_FILE = "model.xml"
 
 
 def export_openvino(model, path, precision: str, options) -> None:
+    import onnx
     import openvino as ov
 
     from .onnx import fp32_graph, write_static_spec
     static = bool(options.static)
-    graph = fp32_graph(model, options)
-    ov_model = ov.convert_model(graph)
+    folder = Path(path)
+    folder.mkdir(parents=True)
+    onnx_file = folder / "fp32.onnx"  # convert_model reads files, not ModelProto objects
+    onnx.save(fp32_graph(model, options), str(onnx_file))
+    ov_model = ov.convert_model(str(onnx_file))
+    onnx_file.unlink()
     if precision == "int8":
         from .int8 import quantize_openvino
         ov_model = quantize_openvino(model, ov_model, options)
@@ -30,8 +35,6 @@ def export_openvino(model, path, precision: str, options) -> None:
     metadata["static"] = static
     for key, value in metadata.items():
         ov_model.set_rt_info(value if isinstance(value, str) else json.dumps(value), ["rvm", key])
-    folder = Path(path)
-    folder.mkdir(parents=True)
     ov.save_model(ov_model, str(folder / MODEL_FILE), compress_to_fp16=precision == "fp16")
     if static:
         write_static_spec(model, "openvino", precision, folder, options, "float32")

@@ -106,8 +106,8 @@ def read_metadata(model) -> dict:
     if not model.has_rt_info(["rvm"]):
         return {}
     metadata = {}
-    for key, value in model.get_rt_info()["rvm"].astype(dict).items():
-        text = value.astype(str) if hasattr(value, "astype") else str(value)
+    for key, value in model.get_rt_info()["rvm"].items():
+        text = str(value.value)
         try:
             metadata[key] = json.loads(text)
         except ValueError:

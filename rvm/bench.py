@@ -28,9 +28,19 @@ TARGETS = (
     ("onnx", "onnx", "fp16"),
     ("tf", "tf", "fp32"),
     ("tfjs", "tfjs", "int8"),
+    ("onnx", "onnx", "int8"),
+    ("onnx static", "onnx", "fp32"),
+    ("onnx static", "onnx", "int8"),
+    ("openvino", "openvino", "fp32"),
+    ("openvino", "openvino", "fp16"),
+    ("openvino", "openvino", "int8"),
+    ("openvino static", "openvino", "fp32"),
+    ("openvino static", "openvino", "int8"),
+    ("openvino (official download)", "openvino", "fp32"),
 )
-DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf")
+DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf", "openvino")
 OFFICIAL = "onnx (official download)"
+OFFICIAL_ROWS = (OFFICIAL, "openvino (official download)")  # the same file, run by each backend
 
 
 @dataclass
@@ -101,21 +111,28 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets, folder: str, official_onnx) -> dict:
-    """name/precision -> path or the exception that stopped its export."""
+def build_artifacts(model, targets, folder: str, official_onnx, static_size=None, ratio=None,
+                    calibration=None) -> dict:
+    """name/precision -> path or the exception that stopped its export. Static rows are exported at
+    `static_size` and `ratio`; int8 rows calibrate on `calibration`."""
     from exporters import ExportOptions, export
     paths = {}
     for name, backend, precision in targets:
         if backend == "pytorch":
             continue
         try:
-            if name == OFFICIAL:
+            if name in OFFICIAL_ROWS:
                 if official_onnx is None:
                     raise FileNotFoundError("the official ONNX download is not available here")
                 paths[(name, precision)] = Path(official_onnx)
             else:
-                paths[(name, precision)] = export(model, backend, precision, folder, overwrite=True,
-                                                  options=ExportOptions(validate=False))
+                if precision == "int8" and backend in ("onnx", "openvino") and not calibration:
+                    raise ValueError("int8 rows need calibration frames: pass --calibration PATH")
+                static = name.endswith(" static")
+                options = ExportOptions(validate=False, static=static, resolution=static_size if static else None,
+                                        downsample_ratio=ratio if static else None, calibration=calibration)
+                paths[(name, precision)] = export(model, backend, precision, Path(folder) / name.replace(" ", "_"),
+                                                  overwrite=True, options=options)
         except Exception as error:  # reported in the table
             paths[(name, precision)] = error
     return paths
@@ -129,7 +146,7 @@ def open_runtime(model, name, backend, precision, paths, device):
     path = paths[(name, precision)]
     if isinstance(path, Exception):
         raise path
-    return load(path, device=device)
+    return load(path, device=device, backend=backend)
 
 
 def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
@@ -294,15 +311,16 @@ def cpu_model() -> str:
 
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", official_onnx=None,
-              e2e_repeats: int = 5) -> dict:
+              e2e_repeats: int = 5, calibration=None) -> dict:
     from rvm.contracts import auto_downsample_ratio
     from rvm.parity import one_line
     targets = [t for t in TARGETS if t[1] in backends]
+    first_ratio = auto_downsample_ratio(resolutions[0][1], resolutions[0][0]) if ratio == "auto" else float(ratio)
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, official_onnx)
+        paths = build_artifacts(model, targets, folder, official_onnx, resolutions[0], first_ratio, calibration)
         runtimes = {}
         for name, backend, precision in targets:
             try:
@@ -315,12 +333,15 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             r = ratios[(width, height)]
             src = sample_frame(width, height)
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
-            rates = interleaved_rates(runtimes, src, r, frames, repeats)
+            # static artifacts run at the size they were exported for only
+            fitting = {key: runtime for key, runtime in runtimes.items()
+                       if runtime.info.fixed_resolution in (None, (width, height))}
+            rates = interleaved_rates(fitting, src, r, frames, repeats)
             baseline = rates.get(("pytorch", "fp32"))
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
-                                                runtimes[(name, precision)].info.device, statistics.median(values),
+                                                fitting[(name, precision)].info.device, statistics.median(values),
                                                 median_ratio(values, baseline) if baseline else None, repeat_fps=values))
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
@@ -434,7 +455,10 @@ def to_markdown(result: dict) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                        help="comma-separated: pytorch,torchscript,onnx,tf,tfjs (default: %(default)s)")
+                        help="comma-separated: pytorch,torchscript,onnx,tf,tfjs,openvino (default: %(default)s)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 rows: calibration frames, a clip or folder of images (several joined by commas); "
+                             "without it the int8 ONNX/OpenVINO rows are reported unavailable")
     parser.add_argument("--resolutions", default="1920x1080", help="comma-separated WIDTHxHEIGHT (default %(default)s)")
     parser.add_argument("--ratio", default="0.25", help="downsample ratio or auto (default %(default)s)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
@@ -465,6 +489,6 @@ def command(args) -> int:
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
     result = run_bench(load_model(checkpoint), checkpoint, backends, parse_resolutions(args.resolutions),
                        args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       official_onnx(), args.e2e_repeats)
+                       official_onnx(), args.e2e_repeats, args.calibration)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

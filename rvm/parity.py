@@ -29,9 +29,19 @@ TARGETS = (
     ("tfjs", "tfjs", "int8"),
     ("coreml", "coreml", "fp16"),
     ("coreml", "coreml", "int8"),
+    ("onnx", "onnx", "int8"),
+    ("onnx static", "onnx", "fp32"),
+    ("onnx static", "onnx", "int8"),
+    ("openvino", "openvino", "fp32"),
+    ("openvino", "openvino", "fp16"),
+    ("openvino", "openvino", "int8"),
+    ("openvino static", "openvino", "fp32"),
+    ("openvino static", "openvino", "int8"),
+    ("openvino (official download)", "openvino", "fp32"),
 )
-DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf", "tfjs", "coreml")
+DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf", "tfjs", "coreml", "openvino")
 OFFICIAL_ONNX_ROW = "onnx (official download)"
+OFFICIAL_ROWS = (OFFICIAL_ONNX_ROW, "openvino (official download)")  # the same file, run by each backend
 
 
 @dataclass
@@ -60,8 +70,9 @@ def official_onnx() -> Optional[Path]:
 
 
 def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, backends=DEFAULT_BACKENDS,
-               official_onnx_path=None, workdir=None) -> List[ParityRow]:
-    """Compare each requested backend with PyTorch fp32 (`model`) over `frames` (uint8 HWC)."""
+               official_onnx_path=None, workdir=None, calibration=None) -> List[ParityRow]:
+    """Compare each requested backend with PyTorch fp32 (`model`) over `frames` (uint8 HWC); int8 ONNX and
+    OpenVINO rows calibrate on `calibration` (which must not be the clip `frames` come from)."""
     from runtimes.pytorch import PyTorchRuntime
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
@@ -71,14 +82,15 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, bac
         for name, backend, precision in TARGETS:
             if backend not in backends:
                 continue
-            if name == OFFICIAL_ONNX_ROW and (official_onnx_path is None or model.variant != "mobilenetv3"):
+            if name in OFFICIAL_ROWS and (official_onnx_path is None or model.variant != "mobilenetv3"):
                 continue
             started = time.perf_counter()
             row = ParityRow(name, backend, precision, "unavailable")
             try:
-                path = Path(official_onnx_path) if name == OFFICIAL_ONNX_ROW else \
-                    export_for_parity(model, backend, precision, tmp, (width, height), downsample_ratio)
-                candidate = load_runtime(path)
+                path = Path(official_onnx_path) if name in OFFICIAL_ROWS else \
+                    export_for_parity(model, name, backend, precision, tmp, (width, height), downsample_ratio,
+                                      calibration)
+                candidate = load_runtime(path, backend)
             except Exception as error:  # reported in the table, never silently passed
                 row.reason = one_line(error)
                 log.warning("%s %s: %s", name, precision, row.reason)
@@ -99,16 +111,20 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, bac
     return rows
 
 
-def export_for_parity(model, backend: str, precision: str, folder: str, resolution, ratio: float) -> Path:
+def export_for_parity(model, name: str, backend: str, precision: str, folder: str, resolution, ratio: float,
+                      calibration=None) -> Path:
     from exporters import ExportOptions, export
-    options = ExportOptions(resolution=resolution if backend == "coreml" else None,
-                            downsample_ratio=ratio, validate=False)
-    return export(model, backend, precision, folder, overwrite=True, options=options)
+    static = name.endswith(" static")
+    if precision == "int8" and backend in ("onnx", "openvino") and not calibration:
+        raise ValueError("int8 rows need calibration frames: pass --calibration PATH (not the parity clip)")
+    options = ExportOptions(resolution=resolution if backend == "coreml" or static else None, static=static,
+                            downsample_ratio=ratio, validate=False, calibration=calibration)
+    return export(model, backend, precision, Path(folder) / name.replace(" ", "_"), overwrite=True, options=options)
 
 
-def load_runtime(path):
+def load_runtime(path, backend=None):
     from runtimes import load
-    return load(path, device="cpu")
+    return load(path, device="cpu", backend=backend)
 
 
 def one_line(error: Exception) -> str:
@@ -154,6 +170,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--downsample-ratio", type=float, default=0.5,
                         help="ratio for every backend (default 0.5, on the clip upscaled 2x: the refiner is "
                              "exercised and the network sees the person at the clip's own size)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 ONNX/OpenVINO rows: calibration frames (a clip or folder of images, several joined by "
+                             "commas), never the parity clip; without it those rows are reported unavailable")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
 
 
@@ -177,7 +196,7 @@ def command(args) -> int:
     checkpoint = args.checkpoint or default_checkpoint()
     model = load_model(checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see exporters.validate
-    rows = run_parity(model, frames, args.downsample_ratio, backends, official_onnx())
+    rows = run_parity(model, frames, args.downsample_ratio, backends, official_onnx(), calibration=args.calibration)
     if args.json:
         context = {"checkpoint": checkpoint, "clip": str(clip), "frames": len(frames),
                    "downsample_ratio": args.downsample_ratio}

@@ -121,7 +121,7 @@ def test_failed_validation_leaves_nothing(model, tmp_path, monkeypatch):
 @pytest.mark.parametrize("fmt, precision, options, message", [
     ("tfjs", "fp32", ExportOptions(), "tfjs cannot be exported in fp32: it supports int8"),
     ("coreml", "fp16", ExportOptions(), "CoreML models are fixed-resolution.*--resolution"),
-    ("onnx", "int8", ExportOptions(), "onnx cannot be exported in int8"),
+    ("onnx", "int8", ExportOptions(), "int8 needs calibration frames: pass --calibration"),
 ])
 def test_refused_requests_leave_no_file(model, tmp_path, fmt, precision, options, message):
     with pytest.raises(ExportError, match=message):

@@ -1,0 +1,25 @@
+"""What the static, OpenVINO and int8 tests share: calibration clips that are not the parity clip, and a
+runtime broken on purpose (state zeroed every frame) that each row's bounds must reject."""
+from .conftest import CLIPS, need
+
+FRAMES = 8  # recurrent frames compared in these tests (the 58-frame numbers are in the README)
+STATIC_SIZE, STATIC_RATIO = (324, 184), 0.5  # person_a upscaled 2x, as export validation runs it
+
+
+def calibration() -> str:
+    """person_b and person_c: real footage of the kind users matte, never the parity clip person_a."""
+    return ",".join(str(need(CLIPS / name)) for name in ("person_b.mp4", "person_c.mp4"))
+
+
+class StateZeroedEveryFrame:
+    """A runtime whose recurrent state is lost between frames: what a broken export or runner does."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def reset(self):
+        self.runtime.reset()
+
+    def step(self, frame, downsample_ratio=None):
+        self.runtime.reset()
+        return self.runtime.step(frame, downsample_ratio)
