@@ -11,7 +11,12 @@ from rvm.parity import run_parity, to_json, to_markdown
 from tests.conftest import CLIPS, DGF_WEIGHTS, OFFICIAL_ONNX, need
 
 RUNNABLE_HERE = [("pytorch", "fp32"), ("torchscript", "fp32"), ("torchscript", "fp16"), ("onnx", "fp32"),
-                 ("onnx", "fp16"), ("onnx (official download)", "fp32"), ("tf", "fp32"), ("tfjs", "int8")]
+                 ("onnx", "fp16"), ("onnx (official download)", "fp32"), ("tf", "fp32"), ("tfjs", "int8"),
+                 ("onnx static", "fp32"), ("openvino", "fp32"), ("openvino", "fp16"), ("openvino static", "fp32"),
+                 ("openvino (official download)", "fp32"), ("onnx", "int8"), ("openvino", "int8"),
+                 ("onnx static", "int8"), ("openvino static", "int8")]
+# int8 rows calibrate on other clips than the parity clip person_a
+CALIBRATION = ("person_b.mp4", "person_c.mp4")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +26,9 @@ def rows():
     model.load_state_dict(torch.load(need(DGF_WEIGHTS)), strict=False)  # no segmentation head in these weights
     frames = validation_frames(58, need(CLIPS / "person_a.mp4"))  # 324x184: the clip upscaled 2x
     assert len(frames) == 58 and frames[0].shape == (184, 324, 3)
-    return {(r.name, r.precision): r for r in run_parity(model.eval(), frames, 0.5, official_onnx_path=need(OFFICIAL_ONNX))}
+    calibration = ",".join(str(need(CLIPS / name)) for name in CALIBRATION)
+    return {(r.name, r.precision): r for r in run_parity(model.eval(), frames, 0.5, official_onnx_path=need(OFFICIAL_ONNX),
+                                                         calibration=calibration)}
 
 
 @pytest.mark.parametrize("name,precision", RUNNABLE_HERE)

@@ -47,10 +47,13 @@ def artifact_name(fmt: str, variant: str, precision: str, resolution: Optional[T
     raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
-# int8 (ONNX Runtime QDQ, OpenVINO NNCF), measured on the parity clip (person_a upscaled 2x, ratio 0.5, 58 frames,
-# calibrated on person_b/person_c): see README, INT8. Placeholder values until measured below.
+# int8 (ONNX Runtime QDQ, OpenVINO NNCF, refiner and output head in float), measured on the parity clip (person_a
+# upscaled 2x, ratio 0.5, 58 frames, calibrated on 16 frames each of person_b/person_c): ONNX alpha mean 1.48e-2,
+# max 0.97 (edge pixels flip), foreground mean 1.1e-2, max 0.24; OpenVINO alpha mean 0.91e-2 (README, INT8).
+# The alpha max reaches the quantity's range, so the mean bounds carry the check (1.7x / 1.8x margin over ONNX);
+# they do NOT meet the MAD <= 2e-3 goal, and losing the state costs about as much (README).
 INT8_MAX = (1.0, 0.5)
-INT8_MEAN = (3e-2, 3e-2)
+INT8_MEAN = (2.5e-2, 2e-2)
 
 # Max absolute error allowed against PyTorch fp32 on real footage, per backend and precision, over
 # many recurrent frames: (alpha, foreground). One table for export validation and the parity suite.

@@ -23,3 +23,16 @@ class StateZeroedEveryFrame:
     def step(self, frame, downsample_ratio=None):
         self.runtime.reset()
         return self.runtime.step(frame, downsample_ratio)
+
+
+class ColourOrderSwapped:
+    """A runtime fed BGR instead of RGB: the commonest deployment mistake with OpenCV frames."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def reset(self):
+        self.runtime.reset()
+
+    def step(self, frame, downsample_ratio=None):
+        return self.runtime.step(frame[..., ::-1].copy(), downsample_ratio)

@@ -13,7 +13,7 @@ from runtimes import load
 from runtimes.pytorch import PyTorchRuntime
 
 from .export_helpers import model  # noqa: F401 (shared fixture)
-from .intel_helpers import FRAMES, StateZeroedEveryFrame, calibration
+from .intel_helpers import FRAMES, ColourOrderSwapped, calibration
 
 RATIO = 0.5
 
@@ -46,5 +46,5 @@ def test_onnx_int8_within_bounds_and_state_loss_caught(model, tmp_path):
         assert runtime.info.precision == "int8"
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
         assert result.failures("onnx", "int8") == [], result.as_dict()
-        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, RATIO)
+        broken = compare(PyTorchRuntime(model, device="cpu"), ColourOrderSwapped(runtime), clip, RATIO)
     assert broken.failures("onnx", "int8"), broken.as_dict()
