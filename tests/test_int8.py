@@ -3,7 +3,6 @@ recurrent state flowing, the float layers kept where measurement says, within th
 those bounds reject a runtime that drops its state."""
 import numpy as np
 import onnx
-import pytest
 
 from exporters import ExportOptions, export
 from exporters.int8 import KEEP_FP32, calibration_samples

@@ -7,10 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters import ExportError, ExportOptions, export
+from exporters import ExportOptions, export
 from exporters.cli import main as export_main
 from exporters.onnx import trace_to_onnx
 from exporters.tensorrt_check import tensorrt_problems
+from exporters.validate import validation_frames
 from rvm.compare import compare
 from rvm.iospec import spec_path, state_shapes
 from runtimes import load
@@ -19,7 +20,6 @@ from runtimes.pytorch import PyTorchRuntime
 from .conftest import OFFICIAL_ONNX, need
 from .export_helpers import model  # noqa: F401 (shared fixture)
 from .intel_helpers import FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame
-from exporters.validate import validation_frames
 
 WIDTH, HEIGHT = STATIC_SIZE
 
