@@ -3,24 +3,46 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RUNNER := runtimes/tfjs_runner
-CLIP ?= ../shared/data/clips/person_a.mp4
+WEBAPP := rvm/webapp
+SHARED ?= ../shared
+CLIP ?= $(SHARED)/data/clips/person_a.mp4
+WEIGHTS ?= $(SHARED)/weights/rvm_mobilenetv3_from_official_onnx.pth
+# development paths live here and in the tests, never in the library: real footage to validate exports on, and
+# the folder where checkpoints and the official downloads (parity's peer rows) are found
+export RVM_VALIDATION_CLIP ?= $(abspath $(CLIP))
+export RVM_CHECKPOINT_DIR ?= $(abspath $(SHARED)/weights)
 
-.PHONY: install node demo test parity bench clean
+.PHONY: install chromium demo test parity bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
-	$(PY) -m pip install -q -e ".[all,test]"
+	$(PY) -m pip install -q -e ".[all,ray,test]"
 	touch $@
 
 $(RUNNER)/node_modules/.installed: $(RUNNER)/package.json
 	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(RUNNER)/node_modules/.installed
+$(WEBAPP)/node_modules/.installed: $(WEBAPP)/package.json $(WEBAPP)/package-lock.json
+	cd $(WEBAPP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(RUNNER)/node_modules/.installed $(WEBAPP)/node_modules/.installed
+
+# Debian's chromium for the browser tests (tests/test_web.py), installed only where missing; they skip without it
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+				echo "chromium could not be installed: the browser tests will skip"; \
+		else \
+			echo "chromium is not installed and cannot be installed here (needs root and apt-get):" \
+			     "the browser tests will skip"; \
+		fi; }
 
 demo: install
-	$(VENV)/bin/rvm-export --format onnx --precision fp16 -o models/exports --overwrite
+	$(VENV)/bin/rvm export --format onnx --precision fp16 -o models/exports --overwrite
 	mkdir -p out
 	$(VENV)/bin/rvm convert --model models/exports/rvm_mobilenetv3_fp16.onnx --input-source $(CLIP) \
 		--output-composition out/composition.mp4 --output-alpha out/alpha.mp4 --overwrite
@@ -29,10 +51,10 @@ test: install
 	$(PY) -m pytest
 
 parity: install
-	$(VENV)/bin/rvm parity
+	$(VENV)/bin/rvm parity --checkpoint $(WEIGHTS) --clip $(CLIP)
 
 bench: install
-	$(VENV)/bin/rvm bench
+	$(VENV)/bin/rvm bench --checkpoint $(WEIGHTS)
 
 clean:
-	rm -rf $(VENV) $(RUNNER)/node_modules out
+	rm -rf $(VENV) $(RUNNER)/node_modules $(WEBAPP)/node_modules out

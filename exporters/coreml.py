@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metadata import build_metadata
+from rvm.errors import ValidationError
+from rvm.iospec import state_shapes
+from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,10 @@ class FixedSizeMatting(nn.Module):
         return (fgr * 255, pha * 255, *states)
 
 
-def state_shapes(model: nn.Module, resolution: Tuple[int, int], downsample_ratio: float) -> List[tuple]:
-    """Shapes of r1..r4 at this resolution and ratio, from one zero-state forward pass."""
-    width, height = resolution
-    with torch.no_grad():
-        *_, r1, r2, r3, r4 = model(torch.zeros(1, 3, height, width), downsample_ratio=downsample_ratio)
-    return [tuple(r.shape) for r in (r1, r2, r3, r4)]
-
-
 def trace_fixed_size(model: nn.Module, resolution: Tuple[int, int], downsample_ratio: float):
     """(traced FixedSizeMatting, state shapes): the graph handed to coremltools."""
     model = model.eval().float()
-    shapes = state_shapes(model, resolution, downsample_ratio)
+    shapes = state_shapes(model.variant, resolution, downsample_ratio)
     width, height = resolution
     example = (torch.rand(1, 3, height, width), *[torch.zeros(s) for s in shapes])
     with torch.no_grad():
@@ -66,7 +60,7 @@ def export_coreml(model, path, precision: str, options) -> None:
     import coremltools as ct
 
     width, height = resolution = tuple(options.resolution)
-    ratio, kind = float(options.downsample_ratio), options.coreml_kind
+    ratio, kind = float(options.downsample_ratio), options.kind or "mlmodel"
     traced, shapes = trace_fixed_size(model, resolution, ratio)
     inputs = [ct.ImageType(name="src", shape=(1, 3, height, width), scale=1 / 255, color_layout=ct.colorlayout.RGB)]
     inputs += [ct.TensorType(name=name, shape=shape, default_value=np.zeros(shape, np.float32))
@@ -87,9 +81,9 @@ def export_coreml(model, path, precision: str, options) -> None:
                   ct.ImageType(name="pha", color_layout=ct.colorlayout.GRAYSCALE)]
         mlmodel = ct.convert(traced, inputs=inputs, outputs=images + states, convert_to="mlprogram",
                              compute_precision=ct.precision.FLOAT16, minimum_deployment_target=ct.target.iOS15)
-    metadata = build_metadata(model, "coreml", precision, {"coremltools": ct.__version__}, ratio, resolution)
-    metadata["coreml_kind"] = kind
-    mlmodel.user_defined_metadata.update({key: str(value) for key, value in metadata.items()})
+    metadata = ArtifactMetadata.for_export(model, "coreml", precision, {"coremltools": ct.__version__}, options,
+                                           coreml_kind=kind)
+    mlmodel.user_defined_metadata.update(metadata.to_strings())
     mlmodel.author = "rvm-toolkit (Robust Video Matting, Lin et al.)"
     mlmodel.short_description = (f"Robust Video Matting {model.variant} ({model.refiner_name}), {width}x{height} "
                                  f"input, downsample ratio {ratio:g}, {precision} weights. Omit r1i..r4i on the "
@@ -156,11 +150,10 @@ def spec_problems(facts: dict, kind: str, precision: str, resolution: Tuple[int,
 
 def check_spec(path, kind: str, precision: str, resolution: Tuple[int, int], downsample_ratio: float,
                shapes: List[tuple]) -> None:
-    """Raise ExportError when the written artifact's spec departs from the contract."""
-    from runtimes.coreml import describe
+    """Raise ValidationError when the written artifact's spec departs from the contract."""
+    from rvm.runtimes.coreml import describe
 
-    from . import ExportError
     problems = spec_problems(describe(path), kind, precision, resolution, downsample_ratio, shapes)
     if problems:
-        raise ExportError(f"CoreML spec check failed, artifact removed: {'; '.join(problems)}")
+        raise ValidationError(f"CoreML spec check failed, artifact removed: {'; '.join(problems)}")
     log.info("CoreML spec checked: %s, %dx%d, %s weights", SPEC_KINDS[kind], *resolution, precision)

@@ -2,8 +2,9 @@
 frames with the recurrent state flowing: each sample is (src, r1..r4) as the fp32 model feeds itself when
 run over a clip, not zero states, so the ranges of the state tensors are those met in use.
 
-Calibration frames come from `options.calibration` (a clip, a folder of frames, or several joined by commas),
-never from the library's own shared material and never from the clip parity runs on.
+Calibration frames come from `options.calibration` (a clip, a folder of frames, or several joined by commas;
+checked by the registry entry's `check` before any work), never from shared material and never from the clip
+parity runs on.
 `KEEP_FP32` names the layers that stay in float, chosen by measurement (README, INT8).
 """
 import logging
@@ -13,51 +14,36 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from rvm.errors import UsageError
+from rvm.formats import calibration_sources
+
 log = logging.getLogger(__name__)
 
 # node-name fragments of layers kept in float: the refiner and output head work at full resolution on
 # alpha itself, where one int8 step is visible at every edge (measured: see README, INT8)
 KEEP_FP32 = ("refiner", "project_mat")
 CALIBRATION_UPSCALE = 2  # as export validation: the small sample clips are upscaled so a person is seen
+CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: README, INT8)
 
 
-def check_calibration(options) -> None:
-    """One-line refusal of an int8 request without usable calibration frames, before any work."""
-    from . import ExportError
-    if not options.calibration:
-        raise ExportError("int8 needs calibration frames: pass --calibration PATH (a clip or a folder of frames "
-                          "of the footage you will matte, not the clip you validate on)")
-    for source in calibration_sources(options.calibration):
-        if not source.exists():
-            raise ExportError(f"calibration source {source} does not exist: pass a clip or a folder of frames")
-        if source.is_dir() and not any(p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-                                       for p in source.iterdir()):
-            raise ExportError(f"calibration source {source} has no frames: pass a clip or a folder of images")
-
-
-def calibration_sources(text) -> List[Path]:
-    return [Path(part.strip()) for part in str(text).split(",") if part.strip()]
-
-
-def calibration_samples(model, options, with_ratio: bool) -> List[Dict[str, np.ndarray]]:
+def calibration_samples(model, options, with_ratio: bool, frames_per_source: int = CALIBRATION_FRAMES
+                        ) -> List[Dict[str, np.ndarray]]:
     """Inputs of every calibration frame with the states the fp32 model produced on the frames before it."""
+    from rvm.samples import VALIDATION_RATIO, resize_frames
     from rvm.video import read_frames
-
-    from . import ExportError
-    from .validate import VALIDATION_RATIO, resize_frames
     ratio = float(options.downsample_ratio or VALIDATION_RATIO)
     model = model.float().cpu().eval()
     samples = []
     for source in calibration_sources(options.calibration):
-        frames = read_frames(source, options.calibration_frames)
+        frames = read_frames(source, frames_per_source)
         if not frames:
-            raise ExportError(f"calibration source {source} has no frames: pass a clip or a folder of images")
+            raise UsageError(f"calibration source {source} has no frames: pass a clip or a folder of images")
         height, width = frames[0].shape[:2]
         frames = resize_frames(frames, options.resolution or (width * CALIBRATION_UPSCALE, height * CALIBRATION_UPSCALE))
         state = [torch.zeros(1, 1, 1, 1)] * 4
         if options.static:  # a static graph takes its states at their true shapes
             from rvm.iospec import state_shapes
-            state = [torch.zeros(shape) for shape in state_shapes(model, tuple(options.resolution), ratio)]
+            state = [torch.zeros(shape) for shape in state_shapes(model.variant, tuple(options.resolution), ratio)]
         with torch.no_grad():
             for frame in frames:
                 src = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None].float() / 255

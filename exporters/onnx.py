@@ -11,7 +11,6 @@ int8 (QDQ, static post-training quantization, opset 13) is made in `exporters.in
 """
 import copy
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -21,8 +20,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import ExportError, UsageError
 
-from .metadata import build_metadata
+from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 OPSET = 12
@@ -112,7 +112,7 @@ def trace_static_onnx(model: nn.Module, resolution, downsample_ratio: float):
     from rvm.iospec import state_shapes
     model = copy.deepcopy(model).float().cpu().eval()
     width, height = resolution
-    shapes = state_shapes(model, resolution, downsample_ratio)
+    shapes = state_shapes(model.variant, resolution, downsample_ratio)
     example = (torch.rand(1, 3, height, width), *[torch.zeros(shape) for shape in shapes])
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -123,7 +123,7 @@ def trace_static_onnx(model: nn.Module, resolution, downsample_ratio: float):
     # fixed input shapes let onnxsim fold every Shape/Gather/Slice of the size computations into constants
     graph, ok = onnxsim.simplify(onnx.load_from_string(buffer.getvalue()))
     if not ok:
-        raise RuntimeError("onnxsim could not prove the static graph equal to the traced one")
+        raise ExportError("onnxsim could not prove the static graph equal to the traced one")
     return prune(resize_to_sizes(graph))
 
 
@@ -164,7 +164,7 @@ def simplify(graph):
     import onnxsim
     simplified, ok = onnxsim.simplify(graph)  # no input shapes given: dynamic dims stay dynamic
     if not ok:
-        raise RuntimeError("onnxsim could not prove the simplified graph equal to the exported one: "
+        raise ExportError("onnxsim could not prove the simplified graph equal to the exported one: "
                            "export with --no-simplify")
     return simplified
 
@@ -191,11 +191,9 @@ def export_onnx(model, path, precision: str, options) -> None:
     import onnxsim
 
     if precision == "fp16" and model.refiner_name == "fast_guided_filter":
-        from . import ExportError
-        raise ExportError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
+        raise UsageError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
                           "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
                           "the deep guided filter")
-    static = bool(getattr(options, "static", False))
     graph = fp32_graph(model, options)
     if precision == "fp16":
         graph = to_fp16(graph)
@@ -203,34 +201,24 @@ def export_onnx(model, path, precision: str, options) -> None:
         from .int8 import quantize_onnx
         graph = quantize_onnx(model, graph, options)
     onnx.checker.check_model(graph, full_check=True)
+    static = bool(options.static)
     if static:
         from .tensorrt_check import check_tensorrt_ready
         check_tensorrt_ready(graph, "the static ONNX graph")
-    resolution = tuple(options.resolution) if static else None
-    metadata = build_metadata(model, "onnx", precision, {
-        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "onnxsim": onnxsim.__version__},
-        float(options.downsample_ratio) if static else None, resolution)
-    metadata["opset"] = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    metadata["simplified"] = bool(options.simplify or static)
-    metadata["static"] = static
-    onnx.helper.set_model_props(graph, {key: value if isinstance(value, str) else json.dumps(value)
-                                        for key, value in metadata.items()})
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    metadata = ArtifactMetadata.for_export(
+        model, "onnx", precision, {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                                   "onnxsim": onnxsim.__version__}, options, opset=opset,
+        simplified=bool(options.simplify or static))
+    onnx.helper.set_model_props(graph, metadata.to_strings())
     onnx.save(graph, str(Path(path)))
-    if static:
-        write_static_spec(model, "onnx", precision, path, options, "float16" if precision == "fp16" else "float32")
     log.info("wrote ONNX %s (%d nodes) to %s", precision, len(graph.graph.node), path)
 
 
 def fp32_graph(model, options):
     """The fp32 graph every precision starts from: static at the options' resolution and ratio, or dynamic."""
-    if getattr(options, "static", False):
+    if options.static:
         return trace_static_onnx(model, tuple(options.resolution), float(options.downsample_ratio))
     graph = trace_to_onnx(model)
     return simplify(graph) if options.simplify else graph
 
-
-def write_static_spec(model, fmt: str, precision: str, path, options, io_dtype: str) -> None:
-    from rvm.iospec import io_spec, spec_path, state_shapes, write_io_spec
-    resolution, ratio = tuple(options.resolution), float(options.downsample_ratio)
-    shapes = state_shapes(model.float().cpu().eval(), resolution, ratio)
-    write_io_spec(spec_path(path), io_spec(fmt, precision, resolution, ratio, shapes, io_dtype))

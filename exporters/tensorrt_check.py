@@ -9,6 +9,8 @@ float64 tensors (TensorRT has no double).
 """
 from typing import List
 
+from rvm.errors import ExportError
+
 SHAPE_OPS = {"Shape", "Size", "ConstantOfShape", "NonZero", "Range", "Loop", "If", "Scan"}
 # op -> positions of inputs that must be constants (shape-like arguments)
 CONSTANT_ARGUMENTS = {"Slice": (1, 2, 3, 4), "Reshape": (1,), "Expand": (1,), "Pad": (1, 2), "Tile": (1,),
@@ -57,4 +59,4 @@ def check_tensorrt_ready(graph, what: str = "graph") -> None:
     problems = tensorrt_problems(graph)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ValueError(f"{what} is not a static TensorRT-ready graph: {shown}")
+        raise ExportError(f"{what} is not a static TensorRT-ready graph: {shown}")

@@ -5,16 +5,14 @@
 rank broadcasts), the ratio is a runtime float32 scalar, batch/height/width are dynamic. The network is
 re-implemented in TF from the torch weights (`exporters.tf_network`), not converted from ONNX.
 """
-import json
 import logging
 from pathlib import Path
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
 
-from .metadata import build_metadata
+from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)
-METADATA_FILE = "rvm_metadata.json"
 
 
 def build_module(model):
@@ -49,13 +47,11 @@ def build_module(model):
 
 
 def export_tf(model, path, precision: str, options) -> None:
-    if precision != "fp32":
-        raise ValueError(f"TF SavedModel is exported in fp32 only, got {precision!r}")
     import tensorflow as tf
 
     module = build_module(model)
     path = Path(path)
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
-    metadata = build_metadata(model, "tf", precision, {"tensorflow": tf.__version__})
-    (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    metadata = ArtifactMetadata.for_export(model, "tf", precision, {"tensorflow": tf.__version__}, options)
+    (path / METADATA_FILE).write_text(metadata.to_json())
     log.info("wrote TF SavedModel to %s", path)

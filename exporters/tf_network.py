@@ -1,8 +1,9 @@
 """MattingNetwork re-implemented in TensorFlow (NHWC), built from a torch MattingNetwork's weights.
 
 No ONNX-to-TF conversion: each torch module is mirrored by a `tf.Module` that computes the same thing,
-with BatchNorm folded into the preceding convolution at build time. Only ops TF.js runs are used
-(Conv2D, DepthwiseConv2dNative, ResizeBilinear, GatherV2, AvgPool, MaxPool, Mean, Relu/Relu6, Sigmoid,
+with BatchNorm folded into the preceding convolution at build time. Only ops that TF.js and every TF CPU
+kernel path (oneDNN on and off) run are used (Conv2D, DepthwiseConv2dNative without dilations, SpaceToBatchND
+and BatchToSpaceND around the dilated ones, ResizeBilinear, GatherV2, AvgPool, MaxPool, Mean, Relu/Relu6, Sigmoid,
 Tanh, arithmetic, ConcatV2, Split, StridedSlice, Pad, BroadcastTo), and every size is read from tensors at
 run time, so batch, height, width and the downsample ratio stay dynamic.
 
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from torch import nn
 
+from rvm.errors import ExportError
 from rvm.model import MattingNetwork
 from rvm.model.decoder import BottleneckBlock, ConvGRU, OutputBlock, RecurrentDecoder, UpsamplingBlock
 from rvm.model.lraspp import LRASPP
@@ -111,7 +113,7 @@ class Conv(tf.Module):
             bias = (bias - bn.running_mean.double().numpy()) * scale + bn.bias.detach().double().numpy()
         self.depthwise = conv.groups > 1
         if self.depthwise and not conv.groups == conv.in_channels == conv.out_channels:
-            raise ValueError(f"grouped convolution {conv} is neither dense nor depthwise: not supported in TF")
+            raise ExportError(f"grouped convolution {conv} is neither dense nor depthwise: not supported in TF")
         # torch OIHW -> TF HWIO (dense) or HW,C,multiplier (depthwise)
         self.kernel = constant(weight.transpose(2, 3, 0, 1) if self.depthwise else weight.transpose(2, 3, 1, 0))
         self.bias = constant(bias)
@@ -124,17 +126,24 @@ class Conv(tf.Module):
         else:
             self.explicit_pad, self.padding = pad, "VALID"
         self.activation = ACTIVATIONS[activation]
+        self.scope = "conv"  # set by TFMattingNetwork to the module path, see there
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        with tf.name_scope(self.scope):
+            return self.convolve(x)
+
+    def convolve(self, x: tf.Tensor) -> tf.Tensor:
         if self.explicit_pad:
             p = self.explicit_pad
             x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-        strides, dilations = [1, self.stride, self.stride, 1], [1, self.dilation, self.dilation, 1]
+        strides = [1, self.stride, self.stride, 1]
         if self.depthwise:
-            x = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self.kernel, strides=strides,
-                                                 padding=self.padding, dilations=dilations)
+            # not the raw DepthwiseConv2dNative with dilations: only oneDNN has a kernel for that (AVX-512
+            # CPUs), the default CPU kernels refuse it; tf.nn wraps a dilated one in SpaceToBatchND /
+            # BatchToSpaceND, which every TF CPU path, TF.js and tf2onnx run
+            x = tf.nn.depthwise_conv2d(x, self.kernel, strides, self.padding, dilations=[self.dilation] * 2)
         else:
-            x = tf.nn.conv2d(x, self.kernel, strides, self.padding, dilations=dilations)
+            x = tf.nn.conv2d(x, self.kernel, strides, self.padding, dilations=[1, self.dilation, self.dilation, 1])
         return self.activation(tf.nn.bias_add(x, self.bias))
 
 
@@ -367,7 +376,7 @@ class FastGuidedFilter(tf.Module):
 
     def box(self, x):
         for kernel in (self.row_kernel, self.column_kernel):
-            x = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1], padding="SAME")
+            x = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
         return x
 
     def __call__(self, fine_src, base_src, base_fgr, base_pha, base_hid):
@@ -391,6 +400,10 @@ class TFMattingNetwork(tf.Module):
         self.project_mat = Conv(model.project_mat.conv)
         self.refiner = (DeepGuidedFilter(model.refiner) if model.refiner_name == "deep_guided_filter"
                         else FastGuidedFilter(model.refiner))
+        # each convolution's ops, and so its weights in a frozen graph, are named after its module path
+        # ("backbone/layers/13/layers/1/..."): TF.js quantization picks weights by name pattern
+        for path, conv in self._flatten(with_path=True, predicate=lambda module: isinstance(module, Conv)):
+            conv.scope = "/".join(map(str, path))
 
     def __call__(self, src, r1, r2, r3, r4, ratio) -> Tuple[tf.Tensor, ...]:
         src_sm = resize_by_ratio(src, ratio)

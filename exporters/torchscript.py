@@ -7,13 +7,12 @@ input. Not frozen: unfrozen, it loads onto any device with `map_location`, as th
 `optimize_for_inference` was slower and ties the graph to CPU (MKL-DNN) kernels.
 """
 import copy
-import json
 import logging
 from pathlib import Path
 
 import torch
 
-from .metadata import build_metadata
+from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
@@ -23,6 +22,6 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 def export_torchscript(model, path, precision: str, options) -> None:
     # a copy, so that halving for fp16 leaves the caller's model (the validation reference) in fp32
     scripted = torch.jit.script(copy.deepcopy(model).eval().cpu().to(DTYPES[precision]))
-    metadata = build_metadata(model, "torchscript", precision, {})
-    torch.jit.save(scripted, str(Path(path)), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
+    metadata = ArtifactMetadata.for_export(model, "torchscript", precision, options=options)
+    torch.jit.save(scripted, str(Path(path)), _extra_files={METADATA_FILE: metadata.to_json()})
     log.info("wrote TorchScript %s to %s", precision, path)

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from exporters import ExportOptions, export
+from rvm.exporters import ExportOptions, export
 from rvm import MattingNetwork
-from rvm.contracts import tolerance
+from rvm import formats
 from rvm.video import read_frames
-from runtimes import load
-from runtimes.pytorch import PyTorchRuntime
+from rvm.runtimes import load
+from rvm.runtimes.pytorch import PyTorchRuntime
 from tests.conftest import CLIPS, DGF_WEIGHTS, need
 
 SIZE, RATIO = (324, 184), 0.5  # the clip upscaled 2x: the network sees the person at the clip's own size
@@ -45,4 +45,4 @@ def test_converted_alpha_matches_pytorch(model, reference_alpha, fmt, precision,
     assert 0.1 < reference_alpha.mean() < 0.9  # a real matte, not an empty one
     error = np.abs(alpha - reference_alpha)
     # 8-bit PNGs: a value near a rounding boundary may land one level apart whatever the backend
-    assert error.max() <= tolerance(fmt, precision)[0] + 1 / 255 + 1e-6
+    assert error.max() <= formats.get(fmt).tolerance(precision).pha_max + 1 / 255 + 1e-6

@@ -4,13 +4,18 @@ A backend implements `_run` on NCHW float32 numpy frames with its own native sta
 (torch tensors, ORT values, TF tensors...), plus the two state conversions. Everything else —
 input layouts, dtypes, the downsample ratio, resolution changes, conversion — is written here once.
 """
+import importlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from rvm import formats
 from rvm.contracts import auto_downsample_ratio
+from rvm.errors import ResolutionChangedError, UsageError
+from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 Ratio = Union[float, str, None]
@@ -24,11 +29,14 @@ class RuntimeInfo:
     path: Optional[str] = None
     fixed_resolution: Optional[Tuple[int, int]] = None  # (width, height) when the artifact is fixed-size
     baked_downsample_ratio: Optional[float] = None
-    metadata: Dict[str, Any] = field(default_factory=dict)
+    metadata: Optional[ArtifactMetadata] = None  # None for artifacts that carry none (the official downloads)
 
-
-class ResolutionChangedError(ValueError):
-    pass
+    def __post_init__(self):
+        static = self.metadata is not None and self.metadata.static
+        if static and self.fixed_resolution is None:
+            self.fixed_resolution = self.metadata.resolution
+        if static and self.baked_downsample_ratio is None:
+            self.baked_downsample_ratio = self.metadata.downsample_ratio
 
 
 class Runtime:
@@ -38,7 +46,7 @@ class Runtime:
 
     def __init__(self, info: RuntimeInfo, downsample_ratio: Ratio = "auto", on_resolution_change: str = "reset"):
         if on_resolution_change not in ("reset", "raise"):
-            raise ValueError("on_resolution_change must be 'reset' or 'raise'")
+            raise UsageError("on_resolution_change must be 'reset' or 'raise'")
         self.info = info
         self.downsample_ratio = downsample_ratio
         self.on_resolution_change = on_resolution_change
@@ -50,7 +58,6 @@ class Runtime:
     @staticmethod
     def load(path, device: str = "auto", **options) -> "Runtime":
         """Pick the backend from the artifact (suffix, folder layout, metadata) and load it."""
-        from . import load
         return load(path, device=device, **options)
 
     @classmethod
@@ -95,7 +102,7 @@ class Runtime:
             self.reset()
             return
         if len(arrays) != 4:
-            raise ValueError(f"a recurrent state is 4 arrays r1..r4, got {len(arrays)}")
+            raise UsageError(f"a recurrent state is 4 arrays r1..r4, got {len(arrays)}")
         arrays = [np.asarray(a, np.float32) for a in arrays]
         self._state = self._state_from_numpy(arrays)
         self._state_shape = ("restored", arrays[0].shape)
@@ -109,7 +116,7 @@ class Runtime:
             return auto_downsample_ratio(height, width)
         ratio = float(ratio)
         if not 0 < ratio <= 1:
-            raise ValueError(f"downsample_ratio must be in (0, 1], got {ratio}")
+            raise UsageError(f"downsample_ratio must be in (0, 1], got {ratio}")
         return ratio
 
     def step(self, frame: np.ndarray, downsample_ratio: Ratio = None) -> Dict[str, np.ndarray]:
@@ -136,7 +143,7 @@ class Runtime:
         batch, _, height, width = shape
         fixed = self.info.fixed_resolution
         if fixed is not None and (width, height) != tuple(fixed):
-            raise ValueError(f"this {self.backend} artifact takes {fixed[0]}x{fixed[1]} frames only, got "
+            raise UsageError(f"this {self.backend} artifact takes {fixed[0]}x{fixed[1]} frames only, got "
                              f"{width}x{height}: resize the input or export for that resolution")
         if self._state is None:
             return
@@ -160,12 +167,37 @@ class Runtime:
             self.reset()
 
     def convert(self, input_source, **options):
-        """Run the whole conversion job (see `rvm.convert.convert_video`) on this runtime."""
-        from rvm.convert import convert_video
-        return convert_video(input_source, runtime=self, **options)
+        """Run the whole conversion job on this runtime (see `rvm.pipeline.convert`)."""
+        from rvm.pipeline import convert
+        return convert(self, input_source, **options)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.info.precision} on {self.info.device}: {self.info.path}>"
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def runtime_class(path) -> type:
+    """The Runtime subclass that runs the artifact at `path`: a registered format's runtime, or PyTorch eager
+    for a checkpoint file or a checkpoint name (resolved by rvm.checkpoints)."""
+    p = Path(path)
+    entry = formats.detect(p)
+    if entry is not None:
+        entry.require(runtime=True)
+        return entry.entry_point("runtime")
+    if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
+        module, name = formats.REFERENCE_RUNTIME.split(":")
+        return getattr(importlib.import_module(module), name)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder but no artifact of a known format (SavedModel, TF.js model.json, ...): "
+                         f"pass the artifact itself")
+    raise UsageError(f"cannot tell which backend runs {p}: expected a checkpoint (.pth/.pt) or an artifact of "
+                     f"{', '.join(f.title for f in formats.FORMATS.values())}")
+
+
+def load(path, device: str = "auto", **options) -> Runtime:
+    return runtime_class(path).from_path(path, device=device, **options)
 
 
 def to_nchw_float(frame: np.ndarray) -> Tuple[np.ndarray, bool, bool]:
@@ -173,12 +205,12 @@ def to_nchw_float(frame: np.ndarray) -> Tuple[np.ndarray, bool, bool]:
     frame = np.asarray(frame)
     if frame.dtype == np.uint8:
         if frame.ndim not in (3, 4) or frame.shape[-1] != 3:
-            raise ValueError(f"a uint8 frame must be HWC [H,W,3] or [B,H,W,3] RGB, got shape {frame.shape}")
+            raise UsageError(f"a uint8 frame must be HWC [H,W,3] or [B,H,W,3] RGB, got shape {frame.shape}")
         batched = frame.ndim == 4
         images = frame if batched else frame[None]
         return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0, True, batched
     if frame.ndim not in (3, 4) or frame.shape[-3] != 3:
-        raise ValueError(f"a float frame must be NCHW [3,H,W] or [B,3,H,W] RGB in 0..1, got shape {frame.shape}")
+        raise UsageError(f"a float frame must be NCHW [3,H,W] or [B,3,H,W] RGB in 0..1, got shape {frame.shape}")
     batched = frame.ndim == 4
     src = frame if batched else frame[None]
     return np.ascontiguousarray(src, dtype=np.float32), False, batched
@@ -193,6 +225,3 @@ def from_nchw_float(fgr: np.ndarray, pha: np.ndarray, as_image: bool, batched: b
         fgr, pha = fgr[0], pha[0]
     return {"fgr": fgr, "pha": pha}
 
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run on this machine (missing package, wrong OS, no GPU); the message says why."""

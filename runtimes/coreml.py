@@ -9,7 +9,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
+from rvm.errors import BackendUnavailable, UsageError
+from rvm.metadata import ArtifactMetadata
+
+from .base import Runtime, RuntimeInfo
 
 NOT_MACOS = ("CoreML prediction needs macOS; this is {platform}: the spec can still be inspected with "
              "runtimes.coreml.describe(path)")
@@ -27,7 +30,7 @@ def describe(path) -> dict:
     """The facts of a CoreML artifact's spec: kind, inputs, outputs, weight precision, metadata."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no CoreML artifact at {path}")
+        raise UsageError(f"no CoreML artifact at {path}")
     spec = _coremltools().utils.load_spec(str(path))
     kind = spec.WhichOneof("Type")
     if kind == "neuralNetwork":
@@ -35,7 +38,7 @@ def describe(path) -> dict:
     elif kind == "mlProgram":
         weights = _ml_program_weights(spec.mlProgram)
     else:
-        raise ValueError(f"{path} is a CoreML {kind} model, not an RVM neural network or ML program")
+        raise UsageError(f"{path} is a CoreML {kind} model, not an RVM neural network or ML program")
     total = sum(weights.values())
     return {
         "kind": kind,
@@ -121,7 +124,8 @@ class CoreMLRuntime(Runtime):
         src = next(f for f in facts["inputs"] if f["name"] == "src")
         info = RuntimeInfo(self.backend, device, meta.get("precision", facts["weight_precision"]), path=path,
                            fixed_resolution=(src["width"], src["height"]),
-                           baked_downsample_ratio=float(meta["downsample_ratio"]), metadata=meta)
+                           baked_downsample_ratio=float(meta["downsample_ratio"]),
+                           metadata=ArtifactMetadata.from_strings(meta))
         super().__init__(info, **options)
 
     @classmethod
@@ -131,10 +135,10 @@ class CoreMLRuntime(Runtime):
         ct = _coremltools()
         facts = describe(path)
         if "downsample_ratio" not in facts["metadata"]:
-            raise ValueError(f"{path} has no downsample_ratio in its metadata: export it with rvm-export")
+            raise UsageError(f"{path} has no downsample_ratio in its metadata: export it with rvm-export")
         units = {"auto": ct.ComputeUnit.ALL, "cpu": ct.ComputeUnit.CPU_ONLY}
         if device not in units:
-            raise ValueError(f"CoreML device must be auto or cpu, got {device!r}")
+            raise UsageError(f"CoreML device must be auto or cpu, got {device!r}")
         model = ct.models.MLModel(str(path), compute_units=units[device])
         return cls(model, facts, str(path), device=device, **options)
 

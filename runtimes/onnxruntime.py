@@ -4,8 +4,6 @@ The recurrent states stay on the device between frames: they are ORT values boun
 so on CUDA only the frame goes up and fgr/pha come down. The first frame gets `[1,1,1,1]` zero states,
 as the contract says third-party code does. fp16 artifacts take fp16 src/states and an fp32 ratio;
 which one a file is comes from its input types, so the official downloads (no metadata) work too.
-Static graphs (inputs `src, r1i..r4i`, every shape fixed, the ratio baked) take their frame size only, and
-their first-frame states are zeros of the states' true shapes.
 """
 import logging
 from typing import Optional
@@ -13,8 +11,10 @@ from typing import Optional
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import BackendUnavailable, UsageError
+from rvm.metadata import ArtifactMetadata
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
+from .base import Runtime, RuntimeInfo
 
 log = logging.getLogger(__name__)
 ELEMENT_TYPES = {"tensor(float)": (np.float32, "fp32"), "tensor(float16)": (np.float16, "fp16")}
@@ -36,7 +36,7 @@ def session_options(graph_optimization: str = "all", intra_op_threads: Optional[
     conversion (1080p on 2 cores: 5.5 -> 6.1 frames/s sequential, 6.6 -> 7.1 pipelined) for no tensor gain."""
     import onnxruntime as ort
     if graph_optimization not in OPTIMIZATION_LEVELS:
-        raise ValueError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
+        raise UsageError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -59,7 +59,7 @@ def providers_for(device: str) -> list:
         index = int(device.partition(":")[2] or 0)
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     if device != "cpu":
-        raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+        raise UsageError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
     return ["CPUExecutionProvider"]
 
 
@@ -69,30 +69,29 @@ class OnnxRuntime(Runtime):
     def __init__(self, session, path=None, **options):
         self.session = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
+        # static graphs (ratio baked) have no downsample_ratio input
         if len(inputs) not in (len(ONNX_INPUTS), len(ONNX_INPUTS) - 1) or len(outputs) != len(ONNX_OUTPUTS):
-            raise ValueError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
+            raise UsageError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
                              f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
         # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in outputs]
         if inputs[0].type not in ELEMENT_TYPES:
-            raise ValueError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
+            raise UsageError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
         self.dtype, precision = ELEMENT_TYPES[inputs[0].type]
         on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
-        metadata = dict(session.get_modelmeta().custom_metadata_map)
-        precision = metadata.get("precision", precision)  # int8 (QDQ) graphs take float32 like fp32 ones
-        device = f"cuda:{self.device_id}" if on_cuda else "cpu"
-        info = RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata)
+        metadata = ArtifactMetadata.from_strings(session.get_modelmeta().custom_metadata_map)
+        if metadata is not None:  # int8 (QDQ) graphs take float32 as fp32 ones do
+            precision = metadata.precision
         self.static = len(inputs) == len(ONNX_INPUTS) - 1
         self.initial_shapes = [(1, 1, 1, 1)] * 4
         if self.static:
-            if "downsample_ratio" not in metadata:
-                raise ValueError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
-            info.fixed_resolution = (inputs[0].shape[3], inputs[0].shape[2])
-            info.baked_downsample_ratio = float(metadata["downsample_ratio"])
+            if metadata is None or metadata.downsample_ratio is None:
+                raise UsageError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
             self.initial_shapes = [tuple(i.shape) for i in inputs[1:5]]
-        super().__init__(info, **options)
+        device = f"cuda:{self.device_id}" if on_cuda else "cpu"
+        super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)
 
     def _cuda_device_id(self) -> int:
         return int(self.session.get_provider_options()["CUDAExecutionProvider"].get("device_id", 0))

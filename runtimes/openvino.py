@@ -7,15 +7,17 @@ and alpha moves by up to 0.2 (measured on this machine's CPU).
 The recurrent state stays inside OpenVINO between frames: two infer requests take turns, and each one's
 state inputs are the other's output tensors, set without a copy; only fgr and pha are copied out.
 """
-import json
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import UsageError
+from rvm.metadata import ArtifactMetadata
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
+from .base import Runtime, RuntimeInfo
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.xml"
@@ -33,24 +35,24 @@ def device_name(device: str) -> str:
 class OpenVinoRuntime(Runtime):
     backend = "openvino"
 
-    def __init__(self, compiled, path=None, metadata=None, **options):
+    def __init__(self, compiled, path=None, metadata: Optional[ArtifactMetadata] = None, precision: str = "fp32",
+                 **options):
         self.compiled = compiled
         inputs = [port.any_name for port in compiled.inputs]
         outputs = [port.any_name for port in compiled.outputs]
         if inputs not in (list(ONNX_INPUTS), list(ONNX_INPUTS[:5])) or outputs != list(ONNX_OUTPUTS):
-            raise ValueError(f"{path}: not an RVM model: expected inputs {', '.join(ONNX_INPUTS)} (without the ratio "
+            raise UsageError(f"{path}: not an RVM model: expected inputs {', '.join(ONNX_INPUTS)} (without the ratio "
                              f"when static) and outputs {', '.join(ONNX_OUTPUTS)}, got {inputs} -> {outputs}")
         self.has_ratio_input = len(inputs) == 6
-        metadata = metadata or {}
+        if metadata is not None:
+            precision = metadata.precision
         info = RuntimeInfo(self.backend, str(compiled.get_property("EXECUTION_DEVICES")[0]).lower(),
-                           metadata.get("precision", "fp32"), path=str(path), metadata=metadata)
+                           precision, path=str(path), metadata=metadata)
+        self.initial_shapes = [(1, 1, 1, 1)] * 4
         if not self.has_ratio_input:
-            shapes = [tuple(compiled.input(i).get_shape()) for i in range(5)]
-            info.fixed_resolution = (shapes[0][3], shapes[0][2])
-            info.baked_downsample_ratio = float(metadata["downsample_ratio"])
-            self.initial_shapes = shapes[1:]
-        else:
-            self.initial_shapes = [(1, 1, 1, 1)] * 4
+            if metadata is None or metadata.downsample_ratio is None:
+                raise UsageError(f"{path}: a static RVM model without its baked downsample_ratio in the metadata")
+            self.initial_shapes = [tuple(compiled.input(i).get_shape()) for i in range(1, 5)]
         self.requests = [compiled.create_infer_request(), compiled.create_infer_request()]
         self.turn = 0
         super().__init__(info, **options)
@@ -58,10 +60,7 @@ class OpenVinoRuntime(Runtime):
     @classmethod
     def from_path(cls, path, device: str = "auto", inference_precision: str = "f32", **options):
         """`inference_precision` (f32, bf16, f16) is the CPU plugin's hint; f32 unless asked otherwise."""
-        try:
-            import openvino as ov
-        except ImportError:
-            raise BackendUnavailable("OpenVINO is not installed: pip install 'rvm-toolkit[openvino]'") from None
+        import openvino as ov
         core = ov.Core()
         model = core.read_model(str(model_file(path)))
         metadata = read_metadata(model)
@@ -69,10 +68,10 @@ class OpenVinoRuntime(Runtime):
         name = device_name(device)
         if name == "CPU":
             config["INFERENCE_PRECISION_HINT"] = inference_precision
-        if model_file(path).suffix == ".onnx":  # the official downloads and our ONNX files
-            metadata.setdefault("precision", "fp16" if model.input(0).get_element_type() == ov.Type.f16 else "fp32")
+        # an artifact without our metadata (the official ONNX downloads): its precision from the input type
+        precision = "fp16" if model.input(0).get_element_type() == ov.Type.f16 else "fp32"
         compiled = core.compile_model(model, name, config)
-        return cls(compiled, path=path, metadata=metadata, **options)
+        return cls(compiled, path=path, metadata=metadata, precision=precision, **options)
 
     def _run(self, src, state, downsample_ratio):
         import openvino as ov
@@ -101,15 +100,8 @@ class OpenVinoRuntime(Runtime):
         self.requests, self.compiled = [], None
 
 
-def read_metadata(model) -> dict:
-    """The `rvm` section of the IR's runtime info (ours); empty for other models."""
+def read_metadata(model) -> Optional[ArtifactMetadata]:
+    """The `rvm` section of the IR's runtime info (ours); None for other models."""
     if not model.has_rt_info(["rvm"]):
-        return {}
-    metadata = {}
-    for key, value in model.get_rt_info()["rvm"].items():
-        text = str(value.value)
-        try:
-            metadata[key] = json.loads(text)
-        except ValueError:
-            metadata[key] = text
-    return metadata
+        return None
+    return ArtifactMetadata.from_strings({key: str(value.value) for key, value in model.get_rt_info()["rvm"].items()})

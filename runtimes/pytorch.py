@@ -3,6 +3,8 @@ from typing import Optional
 
 import torch
 
+from rvm.errors import UsageError
+from rvm.metadata import ArtifactMetadata
 from rvm.model import MattingNetwork
 
 from ._torch_common import TorchStateMixin, pick_device
@@ -15,20 +17,23 @@ class PyTorchRuntime(TorchStateMixin, Runtime):
     backend = "pytorch"
 
     def __init__(self, model: MattingNetwork, device: str = "auto", precision: str = "fp32",
-                 path: Optional[str] = None, metadata: Optional[dict] = None, **options):
+                 path: Optional[str] = None, **options):
         if precision not in DTYPES:
-            raise ValueError(f"PyTorch precision must be one of {', '.join(DTYPES)}, got {precision!r}")
+            raise UsageError(f"PyTorch precision must be one of {', '.join(DTYPES)}, got {precision!r}")
         self.device, self.dtype = pick_device(device), DTYPES[precision]
         self.model = model.eval().to(self.device, self.dtype)
-        info = RuntimeInfo(self.backend, str(self.device), precision, path=path, metadata={
-            "variant": model.variant, "refiner": model.refiner_name, **(metadata or {})})
+        checkpoint = getattr(model, "checkpoint_info", {}) or {}
+        metadata = ArtifactMetadata(format=self.backend, variant=model.variant, refiner=model.refiner_name,
+                                    precision=precision, checkpoint=checkpoint.get("name") or checkpoint.get("path", ""),
+                                    checkpoint_sha256=checkpoint.get("sha256", ""))
+        info = RuntimeInfo(self.backend, str(self.device), precision, path=path, metadata=metadata)
         super().__init__(info, **options)
 
     @classmethod
     def from_path(cls, path, device: str = "auto", variant: str = None, refiner: str = None, **options):
         from rvm.checkpoints import load_model
         model = load_model(path, variant=variant, refiner=refiner)
-        return cls(model, device=device, path=str(path), metadata=getattr(model, "checkpoint_info", {}), **options)
+        return cls(model, device=device, path=str(path), **options)
 
     @torch.inference_mode()
     def _run(self, src, state, downsample_ratio):

@@ -2,17 +2,16 @@
 
 States stay TF tensors (NHWC) between frames; the first frame gets scalar zeros, as the contract says.
 """
-import json
 from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
+from rvm.errors import BackendUnavailable, UsageError
+from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
-
-METADATA_FILE = "rvm_metadata.json"
+from .base import Runtime, RuntimeInfo
 
 
 def import_tensorflow():
@@ -31,15 +30,15 @@ class TensorflowRuntime(Runtime):
         self.tf = tf
         path = Path(path)
         if not (path / "saved_model.pb").exists():
-            raise ValueError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
+            raise UsageError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
         self.device = self._pick_device(device)
         with tf.device(self.device):
             self.model = tf.saved_model.load(str(path))
         metadata_path = path / METADATA_FILE
-        metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+        metadata = ArtifactMetadata.from_json(metadata_path.read_text()) if metadata_path.exists() else None
         # official SavedModels are Keras-callable; fall back to the serving signature otherwise
         self._call = self.model if callable(self.model) else self._serving(self.model)
-        info = RuntimeInfo(self.backend, self.device, metadata.get("precision", "fp32"), path=str(path),
+        info = RuntimeInfo(self.backend, self.device, metadata.precision if metadata else "fp32", path=str(path),
                            metadata=metadata)
         super().__init__(info, **options)
 
@@ -58,7 +57,7 @@ class TensorflowRuntime(Runtime):
                 raise BackendUnavailable(f"device {device!r} asked for, but TensorFlow sees no GPU: use --device cpu")
             index = device.partition(":")[2] or "0"
             return f"/GPU:{index}"
-        raise ValueError(f"unknown device {device!r} for TensorFlow: use auto, cpu or cuda[:N]")
+        raise UsageError(f"unknown device {device!r} for TensorFlow: use auto, cpu or cuda[:N]")
 
     @staticmethod
     def _serving(model):

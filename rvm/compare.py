@@ -1,5 +1,6 @@
 """Run two runtimes over the same frames, each carrying its own recurrent state, and measure how far apart
-they are: per frame, worst frame, and whether the gap grows over time (drift through the state).
+they are: per frame, worst frame, whether the gap grows over time (drift through the state), and the RVM
+paper's matting metrics of the candidate's alpha against the reference's.
 
 Export validation and the parity suite both call `compare`.
 """
@@ -8,7 +9,12 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
-from rvm.contracts import MEAN_TOLERANCES, tolerance
+from rvm.formats import Tolerance
+from rvm.metrics import MattingMetrics, MetricsAccumulator
+
+# a gap below this mean alpha error is float noise whatever its trend; above it, it must not double over a clip
+DRIFT_NOISE_FLOOR = 1e-5
+DRIFT_LIMIT = 2.0
 
 
 @dataclass
@@ -20,30 +26,21 @@ class Comparison:
     fgr_mean: float
     worst_frame: int
     drift: float  # mean alpha error of the last third of frames over that of the first third
+    metrics: MattingMetrics
     pha_max_per_frame: List[float] = field(repr=False, default_factory=list)
     pha_mean_per_frame: List[float] = field(repr=False, default_factory=list)
 
-    def within(self, backend: str, precision: str, refiner: str = "deep_guided_filter") -> bool:
-        return not self.failures(backend, precision, refiner)
-
-    def failures(self, backend: str, precision: str, refiner: str = "deep_guided_filter") -> List[str]:
-        """What exceeds the tolerances of that backend, precision and refiner (empty when all hold)."""
-        pha_tol, fgr_tol = tolerance(backend, precision, refiner)
-        pha_mean_tol, fgr_mean_tol = MEAN_TOLERANCES[(backend, precision)]
-        problems = []
-        for name, value, limit in (("alpha max", self.pha_max, pha_tol), ("foreground max", self.fgr_max, fgr_tol),
-                                   ("alpha mean", self.pha_mean, pha_mean_tol),
-                                   ("foreground mean", self.fgr_mean, fgr_mean_tol)):
-            if not value <= limit:
-                problems.append(f"{name} abs error {value:.3g} > {limit:.3g}")
+    def failures(self, tolerance: Tolerance) -> List[str]:
+        """What exceeds `tolerance` (empty when all holds), drift included."""
+        problems = tolerance.failures(self.pha_max, self.fgr_max, self.pha_mean, self.fgr_mean,
+                                      self.metrics.mad, self.metrics.dtssd)
         if self.drifting:
             problems.append(f"error grows over time: last third {self.drift:.2f}x the first")
         return problems
 
     @property
     def drifting(self) -> bool:
-        # a gap below 1e-5 mean is noise whatever its trend; above, it must not double along the clip
-        return self.drift > 2.0 and self.pha_mean > 1e-5
+        return self.drift > DRIFT_LIMIT and self.pha_mean > DRIFT_NOISE_FLOOR
 
     def as_dict(self, per_frame: bool = False) -> dict:
         data = asdict(self)
@@ -54,10 +51,11 @@ class Comparison:
 
 
 def compare(reference, candidate, frames: Iterable[np.ndarray], downsample_ratio: Optional[float] = None) -> Comparison:
-    """Feed the same frames (float NCHW or uint8 HWC) to both runtimes from a fresh state."""
+    """Feed the same frames (float NCHW or uint8 HWC, one at a time) to both runtimes from a fresh state."""
     reference.reset()
     candidate.reset()
     pha_max, pha_mean, fgr_max, fgr_mean = [], [], [], []
+    metrics = MetricsAccumulator()
     for frame in frames:
         frame = np.asarray(frame)
         if frame.dtype == np.uint8:  # compare float outputs: uint8 ones round any gap up to 1/255
@@ -70,6 +68,7 @@ def compare(reference, candidate, frames: Iterable[np.ndarray], downsample_ratio
         pha_mean.append(float(pha_err.mean()))
         fgr_max.append(float(fgr_err.max()))
         fgr_mean.append(float(fgr_err.mean()))
+        metrics.add(out["pha"], ref["pha"])
     if not pha_max:
         raise ValueError("compare() needs at least one frame")
     third = max(1, len(pha_mean) // 3)
@@ -78,4 +77,4 @@ def compare(reference, candidate, frames: Iterable[np.ndarray], downsample_ratio
         frames=len(pha_max), pha_max=max(pha_max), pha_mean=float(np.mean(pha_mean)), fgr_max=max(fgr_max),
         fgr_mean=float(np.mean(fgr_mean)), worst_frame=int(np.argmax(pha_max)),
         drift=float(last / first) if first > 0 else (0.0 if last == 0 else float("inf")),
-        pha_max_per_frame=pha_max, pha_mean_per_frame=pha_mean)
+        metrics=metrics.result(), pha_max_per_frame=pha_max, pha_mean_per_frame=pha_mean)

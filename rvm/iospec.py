@@ -1,62 +1,59 @@
-"""The I/O spec written beside a static artifact: what a C++ or mobile developer needs to feed it without
-reading Python (names, shapes, dtypes, layout, value range, colour order, the initial state).
+"""The I/O spec of a static artifact: what a C++ or mobile developer needs to call it without Python.
 
-`state_shapes(model, resolution, ratio)` gives the true shapes of r1..r4 at one resolution and ratio.
+Written as JSON beside every static artifact (`<artifact>.iospec.json`): input and output names in order, their
+true shapes (the recurrent states included: r1..r4 at 1/2, 1/4, 1/8, 1/16 of the downsampled frame), dtypes,
+layout, value range, colour order, and how the state starts and flows.
 """
 import json
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
-import torch
-from torch import nn
+from .contracts import ONNX_INPUTS, ONNX_OUTPUTS
 
-from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-
-SPEC_SUFFIX = ".io.json"
-
-
-def state_shapes(model: nn.Module, resolution: Tuple[int, int], downsample_ratio: float) -> List[tuple]:
-    """Shapes of r1..r4 at this resolution and ratio, from one zero-state forward pass."""
-    width, height = resolution
-    with torch.no_grad():
-        *_, r1, r2, r3, r4 = model(torch.zeros(1, 3, height, width), downsample_ratio=downsample_ratio)
-    return [tuple(r.shape) for r in (r1, r2, r3, r4)]
-
-
-def io_spec(fmt: str, precision: str, resolution: Tuple[int, int], downsample_ratio: float,
-            shapes: Sequence[tuple], io_dtype: str = "float32") -> dict:
-    width, height = resolution
-    frame = {"dtype": io_dtype, "layout": "NCHW", "range": [0.0, 1.0], "colour_order": "RGB"}
-    inputs = [{"name": ONNX_INPUTS[0], "shape": [1, 3, height, width], **frame}]
-    outputs = [{"name": ONNX_OUTPUTS[0], "shape": [1, 3, height, width], **frame,
-                "meaning": "foreground colour"},
-               {"name": ONNX_OUTPUTS[1], "shape": [1, 1, height, width], **frame, "colour_order": None,
-                "meaning": "alpha"}]
-    for number, shape in enumerate(shapes, 1):
-        inputs.append({"name": ONNX_INPUTS[number], "shape": list(shape), "dtype": io_dtype, "layout": "NCHW",
-                       "initial": "zeros", "meaning": f"recurrent state r{number}, fed back from {ONNX_OUTPUTS[number + 1]}"})
-        outputs.append({"name": ONNX_OUTPUTS[number + 1], "shape": list(shape), "dtype": io_dtype, "layout": "NCHW",
-                        "meaning": f"recurrent state r{number}: feed as {ONNX_INPUTS[number]} on the next frame"})
-    return {
-        "format": fmt, "precision": precision, "static": True,
-        "resolution": {"width": width, "height": height}, "downsample_ratio": downsample_ratio,
-        "inputs": inputs, "outputs": outputs,
-        "usage": ("First frame: r1i..r4i all zeros of the shapes given. Every next frame: feed r1o..r4o back as "
-                  "r1i..r4i. A new shot: zeros again. src is RGB, float in 0..1 (pixel / 255), planar NCHW."),
-    }
+SUFFIX = ".iospec.json"
+STATE_CHANNELS = {"mobilenetv3": (16, 20, 40, 64), "resnet50": (16, 32, 64, 128)}  # r1..r4 per backbone
 
 
 def spec_path(artifact: Path) -> Path:
-    """`rvm_x.onnx` -> `rvm_x.io.json`; a folder artifact keeps its spec inside as `io.json`."""
-    artifact = Path(artifact)
-    return artifact / "io.json" if artifact.is_dir() else artifact.with_name(artifact.stem + SPEC_SUFFIX)
+    return artifact.with_name(artifact.name + SUFFIX)
 
 
-def write_io_spec(path: Path, spec: dict) -> Path:
-    Path(path).write_text(json.dumps(spec, indent=2) + "\n")
-    return Path(path)
+def state_shapes(variant: str, resolution: Tuple[int, int], downsample_ratio: float, batch: int = 1,
+                 layout: str = "NCHW") -> List[Tuple[int, ...]]:
+    """Shapes of r1..r4 for frames of (width, height) at this ratio. The network sees floor(H * ratio) rows;
+    each encoder stage halves with ceil (stride-2 convolutions padded to 'same')."""
+    width, height = resolution
+    h, w = int(height * downsample_ratio), int(width * downsample_ratio)
+    shapes = []
+    for channels in STATE_CHANNELS[variant]:
+        h, w = -(-h // 2), -(-w // 2)
+        shapes.append((batch, channels, h, w) if layout == "NCHW" else (batch, h, w, channels))
+    return shapes
 
 
-def read_io_spec(path: Path) -> Optional[dict]:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
+def io_spec(fmt: str, variant: str, precision: str, resolution: Tuple[int, int], downsample_ratio: float,
+            layout: str = "NCHW", dtype: str = "float32") -> dict:
+    width, height = resolution
+    image = (1, 3, height, width) if layout == "NCHW" else (1, height, width, 3)
+    matte = (1, 1, height, width) if layout == "NCHW" else (1, height, width, 1)
+    states = state_shapes(variant, resolution, downsample_ratio, layout=layout)
+    state_inputs, state_outputs = ONNX_INPUTS[1:5], ONNX_OUTPUTS[2:]
+    inputs = [{"name": ONNX_INPUTS[0], "shape": list(image), "dtype": dtype, "layout": layout,
+               "range": [0.0, 1.0], "color": "RGB", "description": "the frame, RGB scaled to 0..1"}]
+    inputs += [{"name": name, "shape": list(shape), "dtype": dtype, "layout": layout, "initial": "zeros",
+                "description": f"recurrent state: zeros on a new shot's first frame, else the last frame's {out}"}
+               for name, out, shape in zip(state_inputs, state_outputs, states)]
+    outputs = [{"name": ONNX_OUTPUTS[0], "shape": list(image), "dtype": dtype, "layout": layout, "range": [0.0, 1.0],
+                "color": "RGB", "description": "foreground"},
+               {"name": ONNX_OUTPUTS[1], "shape": list(matte), "dtype": dtype, "layout": layout, "range": [0.0, 1.0],
+                "description": "alpha matte"}]
+    outputs += [{"name": name, "shape": list(shape), "dtype": dtype, "layout": layout,
+                 "description": f"recurrent state: feed back as {inp} with the next frame"}
+                for name, inp, shape in zip(state_outputs, state_inputs, states)]
+    return {"format": fmt, "variant": variant, "precision": precision, "static": True, "resolution": [width, height],
+            "downsample_ratio": downsample_ratio, "inputs": inputs, "outputs": outputs,
+            "composite": "composition = fgr * pha + background * (1 - pha)"}
+
+
+def write(path: Path, spec: dict) -> None:
+    path.write_text(json.dumps(spec, indent=2) + "\n")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .model import MattingNetwork
 
 # the first convolution's weight shape tells the backbone apart
@@ -26,13 +27,13 @@ def onnx_state_dict(path, variant: Optional[str] = None) -> Tuple[Dict[str, torc
     proto = onnx.load(str(path))
     convs = _onnx_convs(proto)
     if not convs:
-        raise ValueError(f"{path} has no convolutions with constant weights: not an RVM ONNX export")
+        raise UsageError(f"{path} has no convolutions with constant weights: not an RVM ONNX export")
     found = FIRST_CONV_SHAPES.get(tuple(convs[0][1].shape))
     if found is None:
-        raise ValueError(f"{path}: first convolution has shape {list(convs[0][1].shape)}, which is neither "
+        raise UsageError(f"{path}: first convolution has shape {list(convs[0][1].shape)}, which is neither "
                          f"RVM backbone ({', '.join(FIRST_CONV_SHAPES.values())}): not an official RVM ONNX export")
     if variant is not None and variant != found:
-        raise ValueError(f"{path} holds a {found} model, but variant={variant!r} was asked for: "
+        raise UsageError(f"{path} holds a {found} model, but variant={variant!r} was asked for: "
                          f"drop the variant or pass a {variant} file")
     model = MattingNetwork(found, "deep_guided_filter").eval()
     order, batchnorm_after = _conv_call_order(model)
@@ -45,7 +46,7 @@ def onnx_state_dict(path, variant: Optional[str] = None) -> Tuple[Dict[str, torc
     expected = {k for k in model.state_dict() if not k.startswith("project_seg.")}
     missing = sorted(expected - set(state))
     if missing:
-        raise ValueError(f"{path}: no ONNX weights found for {', '.join(missing[:5])}"
+        raise UsageError(f"{path}: no ONNX weights found for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}: not an official RVM ONNX layout")
     return state, found
 
@@ -107,7 +108,7 @@ def _assign(path, convs: List[OnnxConv], order: List[str]):
             unnamed.append((weight, bias))
     remaining = [name for name in order if name not in assigned]
     if len(remaining) != len(unnamed):
-        raise ValueError(f"{path}: {len(unnamed)} unnamed ONNX convolutions for {len(remaining)} model "
+        raise UsageError(f"{path}: {len(unnamed)} unnamed ONNX convolutions for {len(remaining)} model "
                          f"convolutions: not an official RVM ONNX layout")
     return {**assigned, **dict(zip(remaining, unnamed))}
 
@@ -115,7 +116,7 @@ def _assign(path, convs: List[OnnxConv], order: List[str]):
 def _place(state, module_name: str, conv: nn.Conv2d, weight: np.ndarray, bias: Optional[np.ndarray],
            batchnorm_name: Optional[str], modules) -> None:
     if tuple(weight.shape) != tuple(conv.weight.shape):
-        raise ValueError(f"ONNX convolution for {module_name} has shape {list(weight.shape)}, the model "
+        raise UsageError(f"ONNX convolution for {module_name} has shape {list(weight.shape)}, the model "
                          f"expects {list(conv.weight.shape)}: not an official RVM ONNX layout")
     state[f"{module_name}.weight"] = _tensor(weight)
     out_channels = conv.weight.shape[0]
@@ -133,7 +134,7 @@ def _place(state, module_name: str, conv: nn.Conv2d, weight: np.ndarray, bias: O
             f"{batchnorm_name}.num_batches_tracked": torch.tensor(0, dtype=torch.long),
         })
     elif np.any(bias != 0):
-        raise ValueError(f"ONNX convolution for {module_name} has a bias the model has no place for: "
+        raise UsageError(f"ONNX convolution for {module_name} has a bias the model has no place for: "
                          f"not an official RVM ONNX layout")
 
 

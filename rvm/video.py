@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import VideoError
+
 log = logging.getLogger(__name__)
 
 Size = Tuple[int, int]  # (width, height)
@@ -35,10 +37,6 @@ IMAGE_SEQUENCE_FPS = Fraction(30)  # an image folder has no frame rate; the offi
 # suffix -> (encoder, pixel format steps from rgba: the last is the encoder's; see the swscale note above)
 RGBA_CODECS = {".mov": ("prores_ks", ("yuva444p", "yuva444p10le")), ".webm": ("libvpx-vp9", ("yuva420p",))}
 WEBM_AUDIO_CODECS = ("opus", "vorbis")
-
-
-class VideoError(ValueError):
-    """A source or sink problem the user can fix; the message is one line naming the problem and the fix."""
 
 
 def _ffmpeg_reason(error: Exception) -> str:
@@ -263,12 +261,12 @@ def check_writable(path, overwrite: bool) -> Path:
     return path
 
 
-def _temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path) -> Path:
     # same folder (so the rename is atomic), same suffix (so FFmpeg picks the right muxer)
     return path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
-def _replace(temporary: Path, final: Path) -> None:
+def replace_into_place(temporary: Path, final: Path) -> None:
     """Move a finished file or folder into place, replacing what was there (overwrite was checked)."""
     if temporary.is_dir() and final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
@@ -322,13 +320,13 @@ class PngSequenceSink(FrameSink):
         self.frames += 1
 
     def close(self) -> None:
-        _replace(self._temporary, self.path)
+        replace_into_place(self._temporary, self.path)
 
     def abort(self) -> None:
         shutil.rmtree(self._temporary, ignore_errors=True)
 
 
-class _AudioCopy:
+class AudioCopy:
     """Copies the source's audio into an output container, interleaved with the video as it is written.
 
     Packets are remuxed unchanged; only where the container cannot hold the codec (WebM takes Opus/Vorbis
@@ -398,7 +396,7 @@ class VideoSink(FrameSink):
         # float frames become yuv420p planes in torch (see to_yuv420p), skipping swscale; even sizes only
         self._torch_yuv420p = self.pix_fmt == "yuv420p" and not (width % 2 or height % 2)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
-        self._temporary = _temporary_sibling(self.path)
+        self._temporary = temporary_sibling(self.path)
         self._audio = None
         try:
             self._container = av.open(str(self._temporary), "w")
@@ -412,7 +410,7 @@ class VideoSink(FrameSink):
             if mbps:
                 self._stream.bit_rate = int(mbps * 1_000_000)
             if audio_from is not None:
-                self._audio = _AudioCopy(Path(audio_from), self._container, suffix)
+                self._audio = AudioCopy(Path(audio_from), self._container, suffix)
         except BaseException:
             self.abort()
             raise
@@ -464,7 +462,7 @@ class VideoSink(FrameSink):
         except BaseException:
             self.abort()
             raise
-        _replace(self._temporary, self.path)
+        replace_into_place(self._temporary, self.path)
 
     def abort(self) -> None:
         for closable in (self._audio, getattr(self, "_container", None)):

@@ -1,8 +1,15 @@
-"""Shared fixtures: the read-only material in ../shared, read in place and never copied."""
+"""Shared fixtures and helpers: the read-only material in ../shared (read in place, never copied), the real model,
+real frames and PyTorch's outputs on them."""
 import os
 from pathlib import Path
+from typing import List, Tuple
 
+import numpy as np
 import pytest
+import torch
+
+from rvm import MattingNetwork
+from rvm.samples import CLIP_ENV, validation_frames
 
 # tensorflow_decision_forests (imported by tensorflowjs) prints a welcome banner through IPython unless told not to
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
@@ -17,7 +24,76 @@ CLIPS = SHARED / "data" / "clips"
 BACKGROUND = SHARED / "data" / "background.jpg"
 
 
+# validation after export runs on real footage, as a user's would with --validation-clip
+if (CLIPS / "person_a.mp4").exists():
+    os.environ.setdefault(CLIP_ENV, str(CLIPS / "person_a.mp4"))
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared material missing: {path} (tests read ../shared in place)")
     return path
+
+
+FRAMES = 30  # recurrent frames every format is compared over
+RATIO = 0.5  # the ratio export validation uses on those frames
+
+
+def dgf_model() -> MattingNetwork:
+    """The official fp32 weights (deep guided filter); the ONNX they came from has no segmentation head."""
+    return real_model("deep_guided_filter", DGF_WEIGHTS)
+
+
+def fgf_model() -> MattingNetwork:
+    """The weights recovered from the official TF.js model (fast guided filter, no segmentation head)."""
+    return real_model("fast_guided_filter", FGF_WEIGHTS)
+
+
+def real_model(refiner: str, weights) -> MattingNetwork:
+    model = MattingNetwork("mobilenetv3", refiner).eval()
+    missing, unexpected = model.load_state_dict(torch.load(need(weights), map_location="cpu"), strict=False)
+    assert not unexpected and all(key.startswith("project_seg.") for key in missing), (missing, unexpected)
+    return model
+
+
+def clip_frames(name: str = "person_a.mp4", count: int = FRAMES) -> List[np.ndarray]:
+    """`count` frames of a real clip as float32 NCHW `[1,3,H,W]` in 0..1, upscaled 2x as export validation
+    does: at 81x46 px after downsampling the network sees no person and every matte is trivially empty."""
+    images = validation_frames(count, need(CLIPS / name))
+    assert len(images) == count, f"{name} has fewer than {count} frames"
+    return [np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32) / 255 for image in images]
+
+
+@torch.inference_mode()
+def pytorch_outputs(model, frames, ratio: float = RATIO) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """(fgr, pha) per frame from PyTorch eager fp32, carrying the recurrent state."""
+    rec, outputs = [None] * 4, []
+    for frame in frames:
+        fgr, pha, *rec = model(torch.from_numpy(frame), *rec, downsample_ratio=ratio)
+        outputs.append((fgr.numpy(), pha.numpy()))
+    return outputs
+
+
+def max_errors(outputs, reference) -> Tuple[float, float]:
+    """(alpha, foreground) max abs error over all frames."""
+    pha = max(float(np.abs(np.float32(p) - r[1]).max()) for (_, p), r in zip(outputs, reference))
+    fgr = max(float(np.abs(np.float32(f) - r[0]).max()) for (f, _), r in zip(outputs, reference))
+    return pha, fgr
+
+
+# Fixtures of the export and runtime test modules
+@pytest.fixture(scope="module")
+def model():
+    return dgf_model()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return clip_frames()
+
+
+@pytest.fixture(scope="module")
+def reference(model, frames):
+    outputs = pytorch_outputs(model, frames)
+    assert np.mean([pha.mean() for _, pha in outputs]) > 0.05, "the person must be matted, or any export passes"
+    return outputs

@@ -1,5 +1,7 @@
-"""What the static, OpenVINO and int8 tests share: calibration clips that are not the parity clip, and a
-runtime broken on purpose (state zeroed every frame) that each row's bounds must reject."""
+"""What the static, OpenVINO and int8 tests share: calibration clips that are not the parity clip, and runtimes
+broken on purpose that each row's bounds must reject."""
+from rvm import formats
+
 from .conftest import CLIPS, need
 
 FRAMES = 8  # recurrent frames compared in these tests (the 58-frame numbers are in the README)
@@ -9,6 +11,11 @@ STATIC_SIZE, STATIC_RATIO = (324, 184), 0.5  # person_a upscaled 2x, as export v
 def calibration() -> str:
     """person_b and person_c: real footage of the kind users matte, never the parity clip person_a."""
     return ",".join(str(need(CLIPS / name)) for name in ("person_b.mp4", "person_c.mp4"))
+
+
+def failures(result, fmt: str, precision: str):
+    """What of `result` exceeds the registry's bounds for this format and precision."""
+    return result.failures(formats.get(fmt).tolerance(precision))
 
 
 class StateZeroedEveryFrame:

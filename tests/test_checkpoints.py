@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from rvm import checkpoints
-from rvm.checkpoints import CheckpointError, build_model, load_model
+from rvm.checkpoints import build_model, load_model
+from rvm.errors import CheckpointError, UsageError
 from rvm.onnx_import import onnx_state_dict
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, OFFICIAL_ONNX, need
@@ -66,7 +67,7 @@ def test_load_pth_infers_deep_guided_filter_and_disables_segmentation(caplog):
     assert "segmentation pass is unavailable" in caplog.text
     assert not model.has_segmentation_head
     src = torch.rand(1, 3, 64, 64)
-    with pytest.raises(RuntimeError, match="project_seg"):
+    with pytest.raises(UsageError, match="project_seg"):
         model(src, segmentation_pass=True)
     scripted = torch.jit.script(model)  # the stand-in head must not break TorchScript
     assert scripted(src, downsample_ratio=0.5)[1].shape == (1, 1, 64, 64)

@@ -7,17 +7,19 @@ import pytest
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'rvm-toolkit[openvino]'")
 
-from exporters import ExportOptions, export  # noqa: E402
-from exporters.validate import validation_frames  # noqa: E402
+from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import export  # noqa: E402
+from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
-from runtimes import detect_backend, load  # noqa: E402
-from runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.runtimes import load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
 
 from .conftest import OFFICIAL_ONNX, need  # noqa: E402
-from .export_helpers import model  # noqa: F401,E402 (shared fixture)
 from .intel_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
-                            calibration)
+                            calibration, failures)
 
 RATIO = 0.5
 
@@ -36,14 +38,14 @@ def folder(tmp_path_factory):
 def test_dynamic_ir_matches_pytorch(model, clip, folder, precision):
     path = export(model, "openvino", precision, folder, options=ExportOptions(validation_frames=3))
     assert path.name == f"rvm_mobilenetv3_openvino_{precision}" and (path / "model.xml").exists()
-    assert detect_backend(path) == "openvino" and detect_backend(path / "model.xml") == "openvino"
+    assert formats.detect(path).name == "openvino" and formats.detect(path / "model.xml").name == "openvino"
     with load(path, device="cpu") as runtime:
-        assert runtime.info.precision == precision and runtime.info.metadata["variant"] == "mobilenetv3"
+        assert runtime.info.precision == precision and runtime.info.metadata.variant == "mobilenetv3"
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
-        assert result.failures("openvino", precision) == []
+        assert failures(result, "openvino", precision) == []
         if precision == "fp32":  # the bounds can fail: a runtime that loses its state is caught
             broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, RATIO)
-            assert broken.failures("openvino", "fp32")
+            assert failures(broken, "openvino", "fp32")
             # another resolution in the same dynamic model
             small = runtime.step(np.zeros((92, 162, 3), np.uint8), 0.5)
             assert small["pha"].shape == (92, 162, 1)
@@ -66,27 +68,44 @@ def test_state_round_trips_through_numpy(model, clip, folder):
 def test_static_ir_with_spec(model, clip, folder):
     options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
     path = export(model, "openvino", "fp32", folder, options=options)
-    assert path.name == "rvm_mobilenetv3_openvino_324x184_s0.5_fp32"
+    assert path.name == "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
     spec = json.loads(spec_path(path).read_text())
-    assert [i["shape"] for i in spec["inputs"][1:]] == [list(s) for s in state_shapes(model, STATIC_SIZE, STATIC_RATIO)]
+    assert spec["format"] == "openvino" and all(i["dtype"] == "float32" for i in spec["inputs"])
+    assert [i["shape"] for i in spec["inputs"][1:]] == [list(s) for s in
+                                                         state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
     with load(path, device="cpu") as runtime:
         assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
-        assert compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO).failures("openvino", "fp32") == []
-        with pytest.raises(ValueError, match="takes 324x184 frames only, got 320x180"):
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
+        assert failures(result, "openvino", "fp32") == []
+        with pytest.raises(UsageError, match="takes 324x184 frames only, got 320x180"):
             runtime.step(np.zeros((180, 320, 3), np.uint8))
 
 
 def test_official_onnx_download_runs_in_openvino(model, clip):
-    with load(need(OFFICIAL_ONNX), device="cpu", backend="openvino") as runtime:
+    """The registry's peer row: the official file run by the OpenVINO runtime, not ONNX Runtime."""
+    (peer,) = [t for t in formats.targets(["openvino"]) if t.peer is not None]
+    with peer.format.load(need(OFFICIAL_ONNX), device="cpu") as runtime:
+        assert runtime.backend == "openvino" and runtime.info.metadata is None
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
-    assert result.failures("openvino", "fp32") == []
+    assert failures(result, "openvino", "fp32") == []
 
 
 def test_int8_calibrated_with_flowing_state(model, clip, folder):
-    options = ExportOptions(calibration=calibration(), calibration_frames=4, validation_frames=3)
+    options = ExportOptions(calibration=calibration(), validation_frames=3)
     path = export(model, "openvino", "int8", folder, options=options)
     with load(path, device="cpu") as runtime:
+        assert runtime.info.precision == "int8"
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
-        assert result.failures("openvino", "int8") == []
+        assert failures(result, "openvino", "int8") == []
         broken = compare(PyTorchRuntime(model, device="cpu"), ColourOrderSwapped(runtime), clip, RATIO)
-    assert broken.failures("openvino", "int8"), (broken.pha_mean, broken.fgr_mean)
+    assert failures(broken, "openvino", "int8"), (broken.pha_mean, broken.fgr_mean)
+
+
+def test_parity_rows_from_the_registry():
+    """Static rows and the peer come from the registry; int8 rows carry calibration only when given one."""
+    rows = {(t.name, t.precision): t for t in formats.targets(["onnx", "openvino"])}
+    assert {("onnx static", "fp32"), ("onnx static", "int8"), ("openvino static", "fp32"),
+            ("openvino static", "int8"), ("openvino (official download)", "fp32")} <= set(rows)
+    options = rows[("openvino static", "int8")].export_options((324, 184), 0.5, "clips/b.mp4")
+    assert options.static and options.resolution == (324, 184) and options.calibration == "clips/b.mp4"
+    assert rows[("openvino", "fp32")].export_options((324, 184), 0.5, "clips/b.mp4").calibration is None

@@ -14,7 +14,7 @@ def _page_faults_per_frame(queue, weights, keep):
     from rvm.bench import sample_frame
     from rvm.checkpoints import load_model
     from rvm.memory import keep_freed_memory
-    from runtimes.pytorch import PyTorchRuntime
+    from rvm.runtimes.pytorch import PyTorchRuntime
     kept = keep_freed_memory() if keep else None
     runtime = PyTorchRuntime(load_model(weights), device="cpu")
     src = sample_frame(1920, 1080)

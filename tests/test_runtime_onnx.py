@@ -4,15 +4,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from exporters import ExportOptions
-from exporters.onnx import export_onnx
+from rvm.exporters import ExportOptions
+from rvm.exporters.onnx import export_onnx
+from rvm import formats
 from rvm.compare import compare
-from runtimes import BackendUnavailable, ResolutionChangedError, Runtime
-from runtimes.onnxruntime import OnnxRuntime
-from runtimes.pytorch import PyTorchRuntime
+from rvm.runtimes import BackendUnavailable, ResolutionChangedError, Runtime
+from rvm.runtimes.onnxruntime import OnnxRuntime
+from rvm.runtimes.pytorch import PyTorchRuntime
 
 from .conftest import CLIPS, OFFICIAL_ONNX, need
-from .export_helpers import clip_frames, dgf_model
+from .conftest import clip_frames, dgf_model
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_official_download_steps_like_pytorch(official, model, frames):
     runtime = Runtime.load(official, device="cpu")
     assert isinstance(runtime, OnnxRuntime)
     assert (runtime.info.backend, runtime.info.device, runtime.info.precision) == ("onnx", "cpu", "fp32")
-    assert runtime.info.metadata == {}  # the official file carries none: defaults apply
+    assert runtime.info.metadata is None  # the official file carries none: defaults apply
     images = [(f[0].transpose(1, 2, 0) * 255).round().astype(np.uint8) for f in frames]
     for ratio in (0.25, 0.5):
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, images, ratio)
@@ -90,7 +91,7 @@ def test_fp16_artifact_takes_fp16_and_reports_fp32(model, frames, tmp_path):
     path = tmp_path / "rvm_mobilenetv3_fp16.onnx"
     export_onnx(model, path, "fp16", ExportOptions())
     runtime = Runtime.load(path, device="cpu", downsample_ratio=0.4)  # 0.4 is not exact in fp16: kept fp32
-    assert runtime.info.precision == "fp16" and runtime.info.metadata["precision"] == "fp16"
+    assert runtime.info.precision == "fp16" and runtime.info.metadata.precision == "fp16"
     fgr, pha = runtime.run_nchw(frames[0])
     assert fgr.dtype == pha.dtype == np.float32 and pha.shape == (1, 1, 184, 324)
     assert all(s.dtype == np.float32 for s in runtime.state)
@@ -120,3 +121,20 @@ def test_convert_with_official_download(official, tmp_path):
                                                  progress=False)
     written = read_frames(alpha)
     assert len(written) == 58 and written[0].shape == (92, 52, 3)
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "all"])
+@pytest.mark.parametrize("artifact", ["official", "ours fp32", "ours fp16"])
+def test_every_graph_optimisation_level_matches_pytorch(official, model, frames, tmp_path, level, artifact):
+    """ONNX Runtime rewrites the graph at load (fusions, layout changes) depending on the level: each kernel path a
+    user may end up on must agree with PyTorch within the registered tolerance."""
+    precision = artifact.rpartition(" ")[2] if artifact != "official" else "fp32"
+    if artifact == "official":
+        path = official
+    else:
+        path = tmp_path / f"rvm_mobilenetv3_{precision}.onnx"
+        export_onnx(model, path, precision, ExportOptions())
+    with OnnxRuntime.from_path(path, device="cpu", graph_optimization=level) as runtime:
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, 0.5)
+    problems = result.failures(formats.get("onnx").tolerance(precision))
+    assert not problems, problems

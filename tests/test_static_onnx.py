@@ -7,19 +7,21 @@ import numpy as np
 import onnx
 import pytest
 
-from exporters import ExportOptions, export
-from exporters.cli import main as export_main
-from exporters.onnx import trace_to_onnx
-from exporters.tensorrt_check import tensorrt_problems
-from exporters.validate import validation_frames
+from rvm import formats
+from rvm.cli import main as rvm_main
 from rvm.compare import compare
+from rvm.errors import UsageError
+from rvm.exporters import export
+from rvm.exporters.onnx import trace_to_onnx
+from rvm.exporters.tensorrt_check import tensorrt_problems
+from rvm.formats import ExportOptions
 from rvm.iospec import spec_path, state_shapes
-from runtimes import load
-from runtimes.pytorch import PyTorchRuntime
+from rvm.runtimes import load
+from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.samples import validation_frames
 
 from .conftest import OFFICIAL_ONNX, need
-from .export_helpers import model  # noqa: F401 (shared fixture)
-from .intel_helpers import FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame
+from .intel_helpers import FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
 
 WIDTH, HEIGHT = STATIC_SIZE
 
@@ -35,15 +37,18 @@ def clip():
     return validation_frames(FRAMES)
 
 
-def test_graph_is_static_and_tensorrt_ready(static_onnx, model):
-    assert static_onnx.name == f"rvm_mobilenetv3_{WIDTH}x{HEIGHT}_s0.5_fp32.onnx"
+def true_states():
+    return [list(s) for s in state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
+
+
+def test_graph_is_static_and_tensorrt_ready(static_onnx):
+    assert static_onnx.name == f"rvm_mobilenetv3_fp32_{WIDTH}x{HEIGHT}_s0.5.onnx"
     graph = onnx.load(str(static_onnx))
     assert tensorrt_problems(graph) == []
     assert [i.name for i in graph.graph.input] == ["src", "r1i", "r2i", "r3i", "r4i"]
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(graph.graph.input) + list(graph.graph.output)}
-    true_states = [list(s) for s in state_shapes(model, STATIC_SIZE, STATIC_RATIO)]
-    assert [shapes[f"r{i}i"] for i in range(1, 5)] == true_states == [shapes[f"r{i}o"] for i in range(1, 5)]
+    assert [shapes[f"r{i}i"] for i in range(1, 5)] == true_states() == [shapes[f"r{i}o"] for i in range(1, 5)]
     assert shapes["src"] == [1, 3, HEIGHT, WIDTH] and shapes["pha"] == [1, 1, HEIGHT, WIDTH]
     resizes = [n for n in graph.graph.node if n.op_type == "Resize"]
     assert resizes and all(len(n.input) == 4 and n.input[3] for n in resizes)
@@ -60,13 +65,14 @@ def test_checker_rejects_dynamic_graphs(model):
         assert "Shape" in problems or "computed at run time" in problems
 
 
-def test_io_spec_says_what_to_feed(static_onnx, model):
+def test_io_spec_says_what_to_feed(static_onnx):
     spec = json.loads(spec_path(static_onnx).read_text())
-    assert spec["resolution"] == {"width": WIDTH, "height": HEIGHT} and spec["downsample_ratio"] == STATIC_RATIO
+    assert spec_path(static_onnx).name == static_onnx.name + ".iospec.json"
+    assert spec["resolution"] == [WIDTH, HEIGHT] and spec["downsample_ratio"] == STATIC_RATIO
     inputs = {i["name"]: i for i in spec["inputs"]}
-    assert inputs["src"]["shape"] == [1, 3, HEIGHT, WIDTH] and inputs["src"]["colour_order"] == "RGB"
+    assert inputs["src"]["shape"] == [1, 3, HEIGHT, WIDTH] and inputs["src"]["color"] == "RGB"
     assert inputs["src"]["range"] == [0.0, 1.0] and inputs["src"]["layout"] == "NCHW"
-    assert [inputs[f"r{i}i"]["shape"] for i in range(1, 5)] == [list(s) for s in state_shapes(model, STATIC_SIZE, STATIC_RATIO)]
+    assert [inputs[f"r{i}i"]["shape"] for i in range(1, 5)] == true_states()
     assert all(inputs[f"r{i}i"]["initial"] == "zeros" for i in range(1, 5))
 
 
@@ -74,36 +80,43 @@ def test_runtime_matches_pytorch_and_refuses_other_sizes(static_onnx, model, cli
     runtime = load(static_onnx, device="cpu")
     assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
     result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
-    assert result.failures("onnx", "fp32") == []
+    assert failures(result, "onnx", "fp32") == []
     broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
-    assert broken.failures("onnx", "fp32"), "a runtime that loses its state must fail the fp32 bounds"
-    with pytest.raises(ValueError, match=f"takes {WIDTH}x{HEIGHT} frames only, got 320x180"):
+    assert failures(broken, "onnx", "fp32"), "a runtime that loses its state must fail the fp32 bounds"
+    with pytest.raises(UsageError, match=f"takes {WIDTH}x{HEIGHT} frames only, got 320x180"):
         runtime.step(np.zeros((180, 320, 3), np.uint8))
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--format", "onnx", "--static"], "static export bakes one resolution and ratio"),
-    (["--format", "onnx", "--static", "--resolution", "320x180"], "static export bakes one resolution and ratio"),
+    (["--format", "onnx", "--static"], "have the resolution and ratio baked in: pass --resolution"),
+    (["--format", "onnx", "--static", "--resolution", "320x180"], "have the resolution and ratio baked in"),
     (["--format", "torchscript", "--static", "--resolution", "320x180", "--downsample-ratio", "0.5"],
-     "torchscript has no static profile"),
+     "torchscript artifacts keep their shapes dynamic"),
     (["--format", "tf", "--precision", "int8"], "tf cannot be exported in int8"),
     (["--format", "onnx", "--precision", "int8"], "int8 needs calibration frames: pass --calibration"),
+    (["--format", "openvino", "--precision", "int8"], "int8 needs calibration frames: pass --calibration"),
+    (["--format", "onnx", "--calibration", "x.mp4"], "--calibration applies to int8 exports only"),
+    (["--format", "onnx", "--precision", "int8", "--calibration", "nonesuch.mp4"],
+     "calibration source nonesuch.mp4 does not exist"),
 ])
 def test_bad_requests_are_one_line_errors_writing_nothing(argv, message, tmp_path, capsys):
-    assert export_main(argv + ["-o", str(tmp_path / "out")]) == 2
+    assert rvm_main(["export", *argv, "-o", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
-def test_calibration_source_without_frames_is_refused(tmp_path, capsys):
+def test_calibration_source_without_frames_is_refused(tmp_path):
     empty = tmp_path / "frames"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    argv = ["--format", "onnx", "--precision", "int8", "--calibration", str(empty), "-o", str(tmp_path / "out")]
-    assert export_main(argv) == 2
-    assert f"calibration source {empty} has no frames" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match=f"calibration source {empty} has no frames"):
+        formats.plan("onnx", "int8", ExportOptions(calibration=str(empty)))
+
+
+def test_all_leaves_out_int8_without_calibration():
+    jobs = formats.plan("all", "int8", ExportOptions())
+    assert {job.format.name for job in jobs}.isdisjoint({"onnx", "openvino"})
 
 
 @pytest.mark.gpu

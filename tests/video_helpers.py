@@ -28,7 +28,7 @@ def reference_model() -> MattingNetwork:
 
 
 def reference_runtime():
-    from runtimes.pytorch import PyTorchRuntime
+    from rvm.runtimes.pytorch import PyTorchRuntime
     return PyTorchRuntime(reference_model(), device="cpu")
 
 

@@ -1,4 +1,6 @@
-"""TF.js export (uint8 weights) run in real TF.js under Node: through TfjsRuntime and as web code calls it."""
+"""TF.js export in each precision (mixed, int8, fp16 weight storage) run in real TF.js under Node: through
+TfjsRuntime and as web code calls it. Each precision is exported once per session."""
+import fnmatch
 import gc
 import json
 import os
@@ -17,18 +19,25 @@ pytest.importorskip("tensorflowjs")
 if shutil.which("node") is None:
     pytest.skip("Node.js (`node`) is not on PATH: TF.js models cannot be run here", allow_module_level=True)
 
-from exporters import ExportError, ExportOptions, export  # noqa: E402
-from exporters.validate import validation_frames  # noqa: E402
+import rvm.runtimes.tfjs as tfjs_runtime  # noqa: E402
+from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import ExportOptions, export  # noqa: E402
+from rvm.exporters.tfjs import QUANTIZATION  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-import runtimes.tfjs  # noqa: E402
-from runtimes import BackendUnavailable, load  # noqa: E402
-from runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
+from rvm.runtimes import BackendUnavailable, load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
+# 30: over 16 frames fp16's small error (1.3e-4 mean) is still settling and reads as 2.0x drift; the full
+# 58-frame measurement per clip is in the README
 FRAMES, RATIO = 30, 0.5
+PRECISIONS = formats.get("tfjs").precisions
+DEFAULT = PRECISIONS[0]
 
 # Web-style client: serves the model folder over HTTP, loads it by URL and runs three recurrent frames of
 # random input with `tf.tensor(0.)` states and named outputs, exactly as a web page would.
@@ -68,68 +77,130 @@ def load_model(refiner: str, weights: Path) -> MattingNetwork:
     return net.eval()
 
 
-def export_tfjs(model, output: Path, frames: int = 8) -> Path:
+def export_tfjs(model, output: Path, precision: str = DEFAULT, frames: int = 4) -> Path:
     if not (RUNNER_DIR / "node_modules").is_dir():
         pytest.skip(f"TF.js is not installed for the Node runner: run `npm ci` in {RUNNER_DIR}")
-    # export() itself validates in TF.js on the clip; the 30-frame comparison is below
+    # export() itself validates in TF.js on the clip; the longer comparison is below
     options = ExportOptions(validation_clip=str(need(CLIPS / "person_a.mp4")), validation_frames=frames)
-    return export(model, "tfjs", "int8", output, options=options)
+    return export(model, "tfjs", precision, output, options=options)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model():
     return load_model("deep_guided_filter", DGF_WEIGHTS)
 
 
-@pytest.fixture(scope="module")
-def artifact(model, tmp_path_factory) -> Path:
-    return export_tfjs(model, tmp_path_factory.mktemp("tfjs"))
+@pytest.fixture(scope="session")
+def artifacts(model, tmp_path_factory):
+    """precision -> artifact, each exported on first use only."""
+    exported = {}
+
+    def get(precision: str) -> Path:
+        if precision not in exported:
+            exported[precision] = export_tfjs(model, tmp_path_factory.mktemp(f"tfjs_{precision}"), precision)
+        return exported[precision]
+    return get
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def artifact(artifacts) -> Path:
+    return artifacts(DEFAULT)
+
+
+@pytest.fixture(scope="session")
 def frames():
     # the clip upscaled 2x, as export validation uses it: at 162x92 and ratio 0.5 the matte is empty
     return validation_frames(FRAMES, need(CLIPS / "person_a.mp4"))
 
 
-def test_artifact_layout(artifact):
-    assert artifact.name == "rvm_mobilenetv3_tfjs_int8"
+def weight_entries(artifact: Path) -> list:
+    model_json = json.loads((artifact / "model.json").read_text())
+    return [w for group in model_json["weightsManifest"] for w in group["weights"] if w["dtype"] == "float32"]
+
+
+def weights_bytes(artifact: Path) -> int:
+    return sum(p.stat().st_size for p in artifact.glob("*.bin"))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_artifact_layout(artifacts, precision):
+    artifact = artifacts(precision)
+    assert artifact.name == f"rvm_mobilenetv3_tfjs_{precision}"
     assert not [p for p in artifact.parent.iterdir() if p.name.startswith(".tmp-")], "temporary files left behind"
     model_json = json.loads((artifact / "model.json").read_text())
     assert set(model_json["signature"]["inputs"]) == {"src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"}
     assert set(model_json["signature"]["outputs"]) == {"fgr", "pha", "r1o", "r2o", "r3o", "r4o"}
-    weights = [w for group in model_json["weightsManifest"] for w in group["weights"]]
-    floats = [w for w in weights if w["dtype"] == "float32"]
-    assert floats and all(w.get("quantization", {}).get("dtype") == "uint8" for w in floats), "float weights left"
     ops = {node["op"] for node in model_json["modelTopology"]["node"]}
     assert not any("Fused" in op and "Hardswish" in op for op in ops), "oneDNN fused an op TF.js lacks"
     metadata = json.loads((artifact / "rvm_metadata.json").read_text())
-    assert metadata["format"] == "tfjs" and metadata["precision"] == "int8"
+    assert metadata["format"] == "tfjs" and metadata["precision"] == precision
     assert metadata["refiner"] == "deep_guided_filter" and metadata["tensorflowjs_version"]
+    with load(artifact) as runtime:  # read back typed
+        assert runtime.info.metadata.precision == precision and runtime.info.metadata.versions["tensorflowjs"]
+    # every float weight is stored as the precision says
+    stored = {w["name"]: w.get("quantization", {}).get("dtype", "float32") for w in weight_entries(artifact)}
+    dtypes = QUANTIZATION[precision]
+    fallthrough = next(dtype for dtype, patterns in dtypes.items() if patterns is True)
+    named = {dtype: patterns for dtype, patterns in dtypes.items() if patterns is not True}
+    expected = {name: next((dtype for dtype, patterns in named.items()
+                            if any(fnmatch.fnmatch(name, p) for p in patterns)), fallthrough) for name in stored}
+    assert stored == expected
+    assert all(any(fnmatch.filter(stored, p) for p in patterns) for patterns in named.values()), \
+        "a pattern matches no weight"
 
 
-def test_matches_pytorch_over_recurrent_frames(model, artifact, frames):
-    with load(artifact) as runtime:
-        assert isinstance(runtime, TfjsRuntime)
+def test_mixed_storage_costs_at_most_twice_uint8(artifacts):
+    """The mixed artifact keeps most weights uint8: the issue's bar is at most twice the all-uint8 size."""
+    mixed, uint8, fp16 = (weights_bytes(artifacts(p)) for p in ("mixed", "int8", "fp16"))
+    print(f"TF.js weights: mixed {mixed} B, int8 {uint8} B, fp16 {fp16} B")
+    assert uint8 < mixed <= 2 * uint8
+    assert 1.9 * uint8 < fp16 < 2.1 * uint8
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_matches_pytorch_over_recurrent_frames(model, artifacts, frames, precision):
+    with load(artifacts(precision)) as runtime:
+        assert isinstance(runtime, TfjsRuntime) and runtime.info.precision == precision
         pid = runtime.pid
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, RATIO)
         # one Node process serves every frame
         assert runtime.pid == pid and runtime.runner.process.poll() is None
-    print(f"tfjs int8 vs pytorch over {result.frames} frames: alpha max {result.pha_max:.3e} mean "
+    print(f"tfjs {precision} vs pytorch over {result.frames} frames: alpha max {result.pha_max:.3e} mean "
           f"{result.pha_mean:.3e}, foreground max {result.fgr_max:.3e} mean {result.fgr_mean:.3e}")
     assert result.frames == FRAMES
-    assert not result.failures("tfjs", "int8"), result
-    # tighter than the table's mean bounds (measured over 58 frames: alpha 1.0e-2, foreground 2.0e-2)
-    assert result.pha_mean < 3e-2 and result.fgr_mean < 4e-2, result
-    # quantized weights do change the output: a zero error would mean PyTorch was compared with itself
-    assert result.pha_mean > 1e-5
+    assert not result.failures(formats.get("tfjs").tolerance(precision)), result
+    # stored weights do change the output: a zero error would mean PyTorch was compared with itself
+    assert result.pha_mean > 1e-7
     assert runtime.runner.process.poll() is not None, "close() must end the Node process"
+
+
+class StateResetEveryFrame:
+    """A broken deployment: the runtime's recurrent state dropped before every frame."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def reset(self):
+        self.runtime.reset()
+
+    def step(self, frame, ratio):
+        self.runtime.reset()
+        return self.runtime.step(frame, ratio)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_tolerances_reject_an_artifact_run_without_its_state(model, artifacts, frames, precision):
+    with load(artifacts(precision)) as runtime:
+        result = compare(PyTorchRuntime(model, device="cpu"), StateResetEveryFrame(runtime), frames, RATIO)
+    assert result.failures(formats.get("tfjs").tolerance(precision)), result
 
 
 def test_fast_guided_filter_runs_in_tfjs(tmp_path):
     """tensorflowjs fuses the box filter's depthwise convolution with a tensor "bias", which TF.js refuses;
     the exporter splits it back. The FGF weights are the official TF.js ones, so uint8 costs little."""
-    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path, frames=4)
+    # int8: these weights came out of the uint8 official model (in mixed, alpha max 0.27 over 4 frames: the fast
+    # guided filter's eps amplifies the float16 rounding of weights tuned on the uint8 grid)
+    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path, "int8")
     nodes = json.loads((artifact / "model.json").read_text())["modelTopology"]["node"]
     constants = {node["name"] for node in nodes if node["op"] == "Const"}
     fused = [node for node in nodes if node["op"] in ("FusedDepthwiseConv2dNative", "_FusedConv2D")]
@@ -168,16 +239,16 @@ def test_dropped_runtime_ends_its_node_process(artifact):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no TF.js model at .*pass a model.json"):
+    with pytest.raises(UsageError, match="no TF.js model at .*pass a model.json"):
         TfjsRuntime.from_path(tmp_path / "nowhere")
 
 
 def test_missing_node_or_packages_is_backend_unavailable(artifact, monkeypatch, tmp_path):
-    monkeypatch.setattr(runtimes.tfjs.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tfjs_runtime.shutil, "which", lambda name: None)
     with pytest.raises(BackendUnavailable, match="needs Node.js"):
         TfjsRuntime.from_path(artifact)
     monkeypatch.undo()
-    monkeypatch.setattr(runtimes.tfjs, "RUNNER_DIR", tmp_path)
+    monkeypatch.setattr(tfjs_runtime, "RUNNER_DIR", tmp_path)
     with pytest.raises(BackendUnavailable, match="run `npm ci` in .*make install"):
         TfjsRuntime.from_path(artifact)
 
@@ -190,6 +261,6 @@ def test_node_error_comes_back_as_one_line(artifact):
 
 
 def test_fp32_request_is_refused_before_any_work(model, tmp_path):
-    with pytest.raises(ExportError, match="tfjs cannot be exported in fp32: it supports int8"):
+    with pytest.raises(UsageError, match="tfjs cannot be exported in fp32: it supports mixed, int8, fp16"):
         export(model, "tfjs", "fp32", tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@
 On Linux the spec is what can be checked (names, types, shapes, optional zero-default states, weight
 precision, metadata) plus the traced graph that was converted; prediction runs on macOS only.
 """
+import json
 import sys
 
 import numpy as np
@@ -11,11 +12,13 @@ import torch
 
 pytest.importorskip("coremltools")
 
-from exporters import ExportError, ExportOptions, export  # noqa: E402
-from exporters.coreml import trace_fixed_size  # noqa: E402
+from rvm import formats  # noqa: E402
+from rvm.errors import UsageError, ValidationError  # noqa: E402
+from rvm.exporters import ExportOptions, export  # noqa: E402
+from rvm.exporters.coreml import trace_fixed_size  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-from runtimes import BackendUnavailable, load  # noqa: E402
-from runtimes.coreml import describe  # noqa: E402
+from rvm.runtimes import BackendUnavailable, load  # noqa: E402
+from rvm.runtimes.coreml import describe  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, need  # noqa: E402
 
@@ -38,7 +41,7 @@ def model():
 
 def options(kind="mlmodel", resolution=RESOLUTION, ratio=RATIO, **extra):
     # validation frames come from the real clip (only run on macOS, where CoreML predicts)
-    return ExportOptions(resolution=resolution, downsample_ratio=ratio, coreml_kind=kind,
+    return ExportOptions(resolution=resolution, downsample_ratio=ratio, kind=kind,
                          validation_clip=str(need(CLIPS / "person_a.mp4")), **extra)
 
 
@@ -58,7 +61,18 @@ def test_official_file_names_and_nothing_else_left(artifacts, name, file_name):
     path = artifacts[name]
     assert path.name == file_name
     assert path.is_dir() == (path.suffix == ".mlpackage")
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted(p.name for p in artifacts.values())
+    expected = [p.name for p in artifacts.values()] + [p.name + ".iospec.json" for p in artifacts.values()]
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(expected)  # each with its I/O spec, no leftovers
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_io_spec_beside_the_artifact_gives_the_true_shapes(artifacts, name):
+    spec = json.loads((artifacts[name].parent / (artifacts[name].name + ".iospec.json")).read_text())
+    assert spec["resolution"] == list(RESOLUTION) and spec["downsample_ratio"] == RATIO
+    assert [i["name"] for i in spec["inputs"]] == ["src", "r1i", "r2i", "r3i", "r4i"]
+    assert [i["shape"] for i in spec["inputs"][1:]] == STATE_SHAPES == [o["shape"] for o in spec["outputs"][2:]]
+    assert spec["inputs"][0]["shape"] == [1, 3, RESOLUTION[1], RESOLUTION[0]] and spec["inputs"][0]["color"] == "RGB"
+    assert all(i["dtype"] == "float32" for i in spec["inputs"])
 
 
 @pytest.mark.parametrize("name", JOBS)
@@ -111,7 +125,7 @@ def test_metadata(artifacts, name):
 def test_traced_graph_matches_the_network_over_recurrent_frames(model):
     """The converted graph (the traced wrapper) is MattingNetwork at that size and ratio, images scaled
     to 0..255, and zero states behave like the network's own None states (first frame)."""
-    from exporters.validate import validation_frames
+    from rvm.samples import validation_frames
     traced, shapes = trace_fixed_size(model, RESOLUTION, RATIO)
     assert [list(s) for s in shapes] == STATE_SHAPES
     frames = validation_frames(8, need(CLIPS / "person_a.mp4"), RESOLUTION)
@@ -141,22 +155,22 @@ def test_full_hd_portrait_export(model, tmp_path):
 
 
 @pytest.mark.parametrize("precision, opts, message", [
-    ("fp16", ExportOptions(coreml_kind="mlmodel"), "--resolution"),
-    ("fp16", ExportOptions(resolution=RESOLUTION, coreml_kind="mlmodel"), "--downsample-ratio"),
-    ("int8", ExportOptions(resolution=RESOLUTION, downsample_ratio=RATIO, coreml_kind="mlpackage"), "fp16 only"),
+    ("fp16", ExportOptions(kind="mlmodel"), "--resolution"),
+    ("fp16", ExportOptions(resolution=RESOLUTION, kind="mlmodel"), "--downsample-ratio"),
+    ("int8", ExportOptions(resolution=RESOLUTION, downsample_ratio=RATIO, kind="mlpackage"), "fp16 only"),
     ("fp32", ExportOptions(resolution=RESOLUTION, downsample_ratio=RATIO), "supports fp16, int8"),
 ])
 def test_refusals_leave_nothing(model, tmp_path, precision, opts, message):
     out = tmp_path / "out"
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(UsageError, match=message):
         export(model, "coreml", precision, out, options=opts)
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_failed_spec_check_removes_the_artifact(model, tmp_path, monkeypatch):
-    import exporters.coreml
-    monkeypatch.setattr(exporters.coreml, "spec_problems", lambda *args: ["pha is not an image"])
-    with pytest.raises(ExportError, match="pha is not an image"):
+    import rvm.exporters.coreml as coreml_exporter
+    monkeypatch.setattr(coreml_exporter, "spec_problems", lambda *args: ["pha is not an image"])
+    with pytest.raises(ValidationError, match="pha is not an image"):
         export(model, "coreml", "fp16", tmp_path, options=options("mlpackage"))
     assert list(tmp_path.iterdir()) == []
 
@@ -171,12 +185,13 @@ def test_runtime_refuses_prediction_off_macos(artifacts):
 @pytest.mark.skipif(not ON_MACOS, reason="CoreML prediction needs macOS; on Linux the spec is checked instead")
 @pytest.mark.parametrize("name", JOBS)
 def test_prediction_matches_pytorch_on_macos(model, artifacts, name):
-    from exporters.validate import validation_frames
+    from rvm.samples import validation_frames
     from rvm.compare import compare
-    from runtimes.pytorch import PyTorchRuntime
+    from rvm.runtimes.pytorch import PyTorchRuntime
     precision = JOBS[name][0]
     frames = validation_frames(30, need(CLIPS / "person_a.mp4"), RESOLUTION)
     with load(artifacts[name], device="cpu") as runtime:
         assert runtime.info.fixed_resolution == RESOLUTION and runtime.info.baked_downsample_ratio == RATIO
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, RATIO)
-    assert result.within("coreml", precision), result.failures("coreml", precision)
+    problems = result.failures(formats.get("coreml").tolerance(precision))
+    assert not problems, problems

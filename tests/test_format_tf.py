@@ -11,19 +11,20 @@ import torch
 
 tf = pytest.importorskip("tensorflow")
 
-from exporters import ExportError, ExportOptions, export  # noqa: E402
+from rvm import formats  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import ExportOptions, export  # noqa: E402
 from rvm.compare import compare  # noqa: E402
-from rvm.contracts import tolerance  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
 from rvm.video import read_frames  # noqa: E402
-from runtimes import detect_backend, load  # noqa: E402
-from runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from runtimes.tensorflow import TensorflowRuntime  # noqa: E402
+from rvm.runtimes import load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.runtimes.tensorflow import TensorflowRuntime  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
 DGF_TOLERANCE = 1e-4  # measured 1.2e-5 over 30 frames of person_a
-FGF_TOLERANCE = tolerance("tf", "fp32", "fast_guided_filter")[0]  # float32 rounding amplified by eps 1e-5
+FGF_TOLERANCE = formats.get("tf").tolerance("fp32", "fast_guided_filter").pha_max  # float32 rounding amplified by eps 1e-5
 
 
 def real_model(weights, refiner) -> MattingNetwork:
@@ -79,7 +80,7 @@ def dgf_saved(dgf_export):
 
 def test_artifact_is_named_and_described(dgf_export):
     assert dgf_export.name == "rvm_mobilenetv3_tf"
-    assert detect_backend(dgf_export) == "tf"
+    assert formats.detect(dgf_export).name == "tf"
     meta = json.loads((dgf_export / "rvm_metadata.json").read_text())
     assert (meta["format"], meta["variant"], meta["refiner"], meta["precision"]) == \
         ("tf", "mobilenetv3", "deep_guided_filter", "fp32")
@@ -131,7 +132,7 @@ def test_runtime_on_odd_sizes_with_nchw_states(dgf_model, dgf_export):
     """person_narrow (52x92) at 0.37: 19x34 downsampled, odd sizes through every pooling and crop."""
     frames = read_frames(need(CLIPS / "person_narrow.mp4"), 6)
     with load(dgf_export, device="cpu") as runtime:
-        assert runtime.backend == "tf" and runtime.info.metadata["refiner"] == "deep_guided_filter"
+        assert runtime.backend == "tf" and runtime.info.metadata.refiner == "deep_guided_filter"
         result = compare(PyTorchRuntime(dgf_model, device="cpu"), runtime, frames, 0.37)
         assert result.pha_max < DGF_TOLERANCE and result.fgr_max < DGF_TOLERANCE
         reference = PyTorchRuntime(dgf_model, device="cpu")
@@ -183,10 +184,12 @@ def test_tf2onnx_converts_at_opset_12(dgf_export, dgf_saved, tmp_path):
 
 
 def test_refusals_leave_nothing(dgf_model, dgf_export, tmp_path):
-    with pytest.raises(ExportError, match="supports fp32"):
+    with pytest.raises(UsageError, match="supports fp32"):
         export(dgf_model, "tf", "fp16", tmp_path)
-    with pytest.raises(ExportError, match="overwrite"):
+    with pytest.raises(UsageError, match="overwrite"):
         export(dgf_model, "tf", "fp32", dgf_export.parent)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(ValueError, match="not a TF SavedModel"):
-        load(tmp_path, backend="tf")
+    with pytest.raises(UsageError, match="not a TF SavedModel"):
+        formats.get("tf").entry_point("runtime").from_path(tmp_path)
+    with pytest.raises(UsageError, match="is a folder but no artifact of a known format"):
+        load(tmp_path)

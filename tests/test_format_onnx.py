@@ -1,6 +1,7 @@
 """ONNX export end to end: exported through `exporters.export`, reloaded with a plain
 `onnxruntime.InferenceSession` fed by position as third-party code does, run over 30 recurrent frames of a
 real clip and compared with PyTorch; agreement with the official download; refusal and failure paths."""
+import dataclasses
 import json
 
 import numpy as np
@@ -8,13 +9,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from exporters import ExportError, ExportOptions, check_request, export
-from rvm import contracts
-from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS, tolerance
+from rvm import formats
+from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.errors import UsageError, ValidationError
+from rvm.exporters import export
+from rvm.formats import ExportOptions, Tolerance
 
 from .conftest import OFFICIAL_ONNX, need
-from .export_helpers import frames, model, reference  # noqa: F401 (shared fixtures)
-from .export_helpers import RATIO, fgf_model, max_errors, pytorch_outputs
+from .conftest import RATIO, fgf_model, max_errors, pytorch_outputs
 
 NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16}
 
@@ -49,7 +51,8 @@ def test_plain_session_matches_pytorch_over_recurrent_frames(artifacts, frames, 
     outputs = run_positional(cpu_session(path), frames, RATIO, NUMPY_TYPES[precision])
     assert outputs[0][0].dtype == NUMPY_TYPES[precision]
     pha_err, fgr_err = max_errors(outputs, reference)
-    pha_tol, fgr_tol = tolerance("onnx", precision)
+    bounds = formats.get("onnx").tolerance(precision)
+    pha_tol, fgr_tol = bounds.pha_max, bounds.fgr_max
     assert pha_err <= pha_tol and fgr_err <= fgr_tol, (precision, pha_err, fgr_err)
 
 
@@ -101,38 +104,42 @@ def test_fast_guided_filter_exports(frames, tmp_path):
     path = export(model, "onnx", "fp32", tmp_path, options=ExportOptions(validation_frames=4))
     outputs = run_positional(cpu_session(path), frames[:10], RATIO, np.float32)
     reference = pytorch_outputs(model, frames[:10])
-    assert max(max_errors(outputs, reference)) <= contracts.tolerance("onnx", "fp32", "fast_guided_filter")[0]
+    assert max(max_errors(outputs, reference)) <= formats.get("onnx").tolerance("fp32", "fast_guided_filter").pha_max
     assert np.mean([np.abs(p - r[1]).mean() for (_, p), r in zip(outputs, reference)]) <= 1e-5
 
 
 def test_fast_guided_filter_fp16_is_refused_before_any_work(tmp_path):
-    with pytest.raises(ExportError, match="fast guided filter.*fp16"):
+    with pytest.raises(UsageError, match="fast guided filter.*fp16"):
         export(fgf_model(), "onnx", "fp16", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_validation_leaves_nothing(model, tmp_path, monkeypatch):
-    monkeypatch.setitem(contracts.TOLERANCES, ("onnx", "fp32"), (0.0, 0.0))
-    with pytest.raises(ExportError, match="validation failed.*tolerance"):
+    exact = dataclasses.replace(formats.get("onnx"), tolerances={"fp32": Tolerance(0.0, 0.0, 0.0, 0.0)})
+    monkeypatch.setitem(formats.FORMATS, "onnx", exact)
+    with pytest.raises(ValidationError, match="validation failed.*tolerance"):
         export(model, "onnx", "fp32", tmp_path, options=ExportOptions(validation_frames=2, simplify=False))
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("fmt, precision, options, message", [
-    ("tfjs", "fp32", ExportOptions(), "tfjs cannot be exported in fp32: it supports int8"),
-    ("coreml", "fp16", ExportOptions(), "CoreML models are fixed-resolution.*--resolution"),
-    ("onnx", "int8", ExportOptions(), "int8 needs calibration frames: pass --calibration"),
+    ("tf", "fp16", ExportOptions(), "tf cannot be exported in fp16: it supports fp32"),
+    ("coreml", "fp16", ExportOptions(), "coreml fixed-resolution artifacts have the resolution and ratio baked in: "
+                                        "pass --resolution"),
+    ("torchscript", "fp32", ExportOptions(static=True), "torchscript artifacts keep their shapes dynamic"),
+    ("onnx", "fp32", ExportOptions(kind="mlpackage"), "ONNX has one container"),
+    ("nonesuch", None, ExportOptions(), "unknown format 'nonesuch'"),
 ])
 def test_refused_requests_leave_no_file(model, tmp_path, fmt, precision, options, message):
-    with pytest.raises(ExportError, match=message):
-        check_request(fmt, precision, options)
-    with pytest.raises(ExportError, match=message):
+    with pytest.raises(UsageError, match=message):
+        formats.plan(fmt, precision, options)
+    with pytest.raises(UsageError, match=message):
         export(model, fmt, precision, tmp_path / "out", options=options)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_artifact_is_not_overwritten(model, artifacts):
     before = artifacts["fp32"].read_bytes()
-    with pytest.raises(ExportError, match="exists: pass --overwrite"):
+    with pytest.raises(UsageError, match="exists: pass --overwrite"):
         export(model, "onnx", "fp32", artifacts["fp32"].parent)
     assert artifacts["fp32"].read_bytes() == before

@@ -1,6 +1,5 @@
 """TorchScript export end to end: exported through `exporters.export`, reloaded with plain `torch.jit.load`
 as third-party code would, run over 30 recurrent frames of a real clip and compared with PyTorch."""
-import json
 import subprocess
 import sys
 
@@ -8,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from exporters import ExportOptions, export
-from rvm.contracts import tolerance
-from runtimes import load
-from runtimes.torchscript import TorchScriptRuntime
+from rvm import formats
+from rvm.exporters import ExportOptions, export
+from rvm.metadata import ArtifactMetadata
+from rvm.runtimes import load
+from rvm.runtimes.torchscript import TorchScriptRuntime
 
-from .export_helpers import frames, model, reference  # noqa: F401 (shared fixtures)
-from .export_helpers import RATIO, max_errors
+from .conftest import RATIO, max_errors
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -38,7 +37,8 @@ def test_plain_jit_load_matches_pytorch_over_recurrent_frames(artifacts, frames,
             assert fgr.dtype == pha.dtype == DTYPES[precision]
             outputs.append((fgr.float().numpy(), pha.float().numpy()))
     pha_err, fgr_err = max_errors(outputs, reference)
-    pha_tol, fgr_tol = tolerance("torchscript", precision)
+    bounds = formats.get("torchscript").tolerance(precision)
+    pha_tol, fgr_tol = bounds.pha_max, bounds.fgr_max
     assert pha_err <= pha_tol and fgr_err <= fgr_tol, (precision, pha_err, fgr_err)
     # the ratio is a runtime argument: another ratio gives other (smaller) states
     with torch.inference_mode():
@@ -82,10 +82,10 @@ def test_time_series_input_matches_frame_by_frame(artifacts, frames):
 def test_metadata_extra_file_and_runtime(artifacts, frames, precision):
     extra = {"metadata.json": ""}
     torch.jit.load(str(artifacts[precision]), _extra_files=extra)
-    metadata = json.loads(extra["metadata.json"])
-    assert metadata["format"] == "torchscript" and metadata["precision"] == precision
-    assert metadata["variant"] == "mobilenetv3" and metadata["refiner"] == "deep_guided_filter"
-    assert metadata["torch_version"] == torch.__version__ and metadata["export_time"]
+    metadata = ArtifactMetadata.from_json(extra["metadata.json"])
+    assert metadata.format == "torchscript" and metadata.precision == precision
+    assert metadata.variant == "mobilenetv3" and metadata.refiner == "deep_guided_filter"
+    assert metadata.versions["torch"] == torch.__version__ and metadata.export_time
 
     runtime = load(artifacts[precision], device="cpu")
     assert isinstance(runtime, TorchScriptRuntime)
@@ -99,6 +99,6 @@ def test_metadata_extra_file_and_runtime(artifacts, frames, precision):
 
 def test_fast_guided_filter_fp16_validates(tmp_path):
     """The FGF runs in fp32 inside an fp16 model: in half precision its eps underflowed (alpha off by 1.0)."""
-    from .export_helpers import fgf_model
+    from .conftest import fgf_model
     path = export(fgf_model(), "torchscript", "fp16", tmp_path, options=ExportOptions(validation_frames=4))
     assert path.name == "rvm_mobilenetv3_fp16.torchscript"

@@ -1,0 +1,59 @@
+"""Every error rvm-toolkit raises on purpose derives from `RVMError`.
+
+`UsageError` and its subclasses are the user's to fix (bad input, a missing package, an existing output): the
+message names the problem and the fix, and the CLI prints it as one line and exits 2. Any other `RVMError` is a
+failure the toolkit detected (an artifact that disagrees with PyTorch, a backend that crashed): one line, exit 1.
+Anything else is a bug: exit 1, and `-v` shows the traceback.
+
+`UsageError` is also a `ValueError`, so callers that caught `ValueError` before the hierarchy existed still do.
+"""
+
+
+class RVMError(Exception):
+    """Base of every error raised on purpose by rvm-toolkit."""
+
+
+class UsageError(RVMError, ValueError):
+    """Bad input or a bad request; the message says what to change."""
+
+
+class MissingDependency(UsageError):
+    """An optional package is not installed; the message names the pip extra that brings it."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        super().__init__(f"{what} needs the Python package {module!r}: pip install \"rvm-toolkit[{extra}]\"")
+        self.extra, self.module = extra, module
+
+
+class BackendUnavailable(UsageError):
+    """The backend cannot run on this machine (wrong OS, no GPU, no Node.js); the message says why."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint cannot be found, read, verified or loaded."""
+
+
+class VideoError(UsageError):
+    """An input cannot be decoded or an output cannot be written."""
+
+
+class ResolutionChangedError(UsageError):
+    """Frames changed size (or a restored state belongs to another size) while the state was kept."""
+
+
+class ExportError(RVMError):
+    """An export failed after its request was accepted."""
+
+
+class ValidationError(ExportError):
+    """A freshly written artifact disagrees with PyTorch beyond its tolerance; it was removed."""
+
+
+class BackendError(RVMError):
+    """A backend failed while running frames (a crashed worker process, a framework error)."""
+
+
+def one_line(error: BaseException) -> str:
+    """`Type: first line of the message`, for tables and logs that give each failure one line."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

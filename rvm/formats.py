@@ -1,0 +1,475 @@
+"""The format registry: one declarative entry per artifact format.
+
+An entry says what a format is (name, precisions, how its artifacts are named and recognised), where its code
+lives (exporter and runtime entry points, as "module:attribute" strings so nothing heavy is imported here), what it
+needs (pip extra, import names), what it accepts (static or dynamic shapes, option checks) and how close to PyTorch
+fp32 it must stay (a `Tolerance` per precision). Export planning, `Runtime.load`, parity, bench, the CLI choices
+and the tests are generated from `FORMATS`; generic code never branches on a format's name.
+
+Adding a format: its entry below, `exporters/<name>.py`, `runtimes/<name>.py`, `tests/test_format_<name>.py`.
+"""
+import importlib
+import importlib.util
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import MissingDependency, UsageError
+
+Resolution = Tuple[int, int]  # (width, height)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export may be asked for; each format reads the fields it uses and its `check` refuses the rest."""
+    resolution: Optional[Resolution] = None  # fixed input size of a static artifact
+    downsample_ratio: Optional[float] = None  # baked into static artifacts; elsewhere the validation ratio
+    static: bool = False  # fixed resolution, ratio baked, every shape known
+    simplify: bool = True  # ONNX graph simplification
+    kind: Optional[str] = None  # a format's container when it has several (CoreML: mlmodel or mlpackage)
+    calibration: Optional[str] = None  # clip or frame folder for int8 calibration
+    validate: bool = True
+    validation_frames: int = 8
+    validation_clip: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an artifact may be from PyTorch fp32 over many recurrent frames of real footage (alpha and
+    foreground in 0..1). `max` bounds the worst pixel, `mean` the mean absolute error; `fast_guided_filter_max`
+    replaces both max bounds for the fast guided filter, whose eps amplifies float rounding (see
+    FAST_GUIDED_FILTER_FP32_FLOOR). `measured` records what the bounds were derived from."""
+    pha_max: float
+    fgr_max: float
+    pha_mean: float
+    fgr_mean: float
+    fast_guided_filter_max: Optional[float] = None
+    mad: Optional[float] = None  # alpha MAD bound, x1e-3 (the paper's units; see rvm.metrics)
+    dtssd: Optional[float] = None  # temporal-coherence bound, x1e-2
+    measured: str = ""
+
+    def for_refiner(self, refiner: str) -> "Tolerance":
+        if refiner != "fast_guided_filter" or self.fast_guided_filter_max is None:
+            return self
+        floor = self.fast_guided_filter_max
+        return replace(self, pha_max=max(self.pha_max, floor), fgr_max=max(self.fgr_max, floor))
+
+    def failures(self, pha_max: float, fgr_max: float, pha_mean: float, fgr_mean: float,
+                 mad: Optional[float] = None, dtssd: Optional[float] = None) -> List[str]:
+        """What exceeds these bounds, one phrase each (empty when all hold)."""
+        checks = [("alpha max abs error", pha_max, self.pha_max), ("foreground max abs error", fgr_max, self.fgr_max),
+                  ("alpha mean abs error", pha_mean, self.pha_mean),
+                  ("foreground mean abs error", fgr_mean, self.fgr_mean),
+                  ("alpha MAD", mad, self.mad), ("alpha dtSSD", dtssd, self.dtssd)]
+        return [f"{name} {value:.3g} > {limit:.3g}" for name, value, limit in checks
+                if limit is not None and value is not None and not value <= limit]
+
+
+# The fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a, TF is
+# 2.3e-3 and ONNX 3.9e-4 from torch fp32, and torch fp32 itself is 2.3e-3 from fp64. No fp32 backend can be held
+# closer than that to PyTorch with this refiner; the deep guided filter stays within 1.2e-5.
+FAST_GUIDED_FILTER_FP32_FLOOR = 5e-3
+
+
+def fp32_tolerance(measured: str) -> Tolerance:
+    return Tolerance(1e-4, 1e-4, 1e-5, 1e-5, fast_guided_filter_max=FAST_GUIDED_FILTER_FP32_FLOOR, measured=measured)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    title: str
+    precisions: Tuple[str, ...]  # the first is the default
+    exporter: str  # "module:function", function(model, path, precision, options) writes the artifact at path
+    runtime: str  # "module:Class", a Runtime subclass with from_path(path, device=..., **options)
+    tolerances: Mapping[str, Tolerance]
+    artifact_name: Callable[[str, str, ExportOptions], str]  # (variant, precision, options) -> file or folder name
+    recognizes: Callable[[Path], bool]  # is this path an artifact of this format?
+    extra: Optional[str] = None  # pip extra that installs what the exporter needs (None: the base install)
+    requires: Tuple[str, ...] = ()  # import names the exporter needs, checked before any work
+    runtime_requires: Tuple[str, ...] = ()  # import names the runtime needs, checked when an artifact is loaded
+    static: str = "optional"  # "never", "optional" or "always": fixed resolution with the ratio baked in
+    check: Optional[Callable[[str, ExportOptions], None]] = None  # raises UsageError for a request it refuses
+    variants: Callable[[ExportOptions], List[ExportOptions]] = lambda options: [options]  # what `all` writes
+    runs_on: str = ""  # where its runtime can run, when not everywhere
+    in_all: bool = True  # written by `--format all` (False for formats that need hardware most machines lack)
+    in_bench: bool = True  # measured by `rvm bench` unless --backends says otherwise
+    marks: Tuple[str, ...] = ()  # pytest markers of its generated tests: "macos", "gpu", "slow"
+    io_layout: str = "NCHW"  # layout of frames and states in the artifact's I/O (the I/O spec of static artifacts)
+    half_io: bool = True  # fp16 artifacts take and give fp16 frames and states (the ratio stays fp32)
+    calibrated: Tuple[str, ...] = ()  # precisions whose export needs a calibration source (ExportOptions.calibration)
+    static_rows: Tuple[str, ...] = ()  # precisions whose static artifact is a parity/bench row of its own
+
+    def io_dtype(self, precision: str) -> str:
+        """The dtype of frames and states at the artifact's inputs and outputs."""
+        return "float16" if precision == "fp16" and self.half_io else "float32"
+
+    def entry_point(self, which: str):
+        module, attribute = getattr(self, which).split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def require(self, runtime: bool = False) -> None:
+        """Raise MissingDependency, naming the extra, when a package the exporter (or the runtime) needs is absent."""
+        for module in self.runtime_requires if runtime else self.requires:
+            if importlib.util.find_spec(module) is None:
+                what = f"the {self.title} runtime" if runtime else f"the {self.name} exporter"
+                raise MissingDependency(what, self.extra or "all", module)
+
+    def load(self, path, device: str = "auto", **options):
+        """Run the artifact at `path` with this format's runtime (a peer file may be run by another format's
+        runtime than its suffix suggests: the official ONNX in OpenVINO)."""
+        self.require(runtime=True)
+        return self.entry_point("runtime").from_path(path, device=device, **options)
+
+    def tolerance(self, precision: str, refiner: str = "deep_guided_filter") -> Tolerance:
+        return self.tolerances[precision].for_refiner(refiner)
+
+    def check_request(self, precision: str, options: ExportOptions) -> ExportOptions:
+        """The options this export will run with, or a UsageError saying what to change."""
+        if precision not in self.precisions:
+            raise UsageError(f"{self.name} cannot be exported in {precision}: it supports {', '.join(self.precisions)}")
+        if self.static == "always":
+            options = replace(options, static=True)
+        if options.static and self.static == "never":
+            raise UsageError(f"{self.name} artifacts keep their shapes dynamic: drop --static, or choose a format "
+                             f"that takes it ({', '.join(f.name for f in FORMATS.values() if f.static != 'never')})")
+        if options.static and (options.resolution is None or options.downsample_ratio is None):
+            needed = "static" if self.static == "optional" else "fixed-resolution"
+            raise UsageError(f"{self.name} {needed} artifacts have the resolution and ratio baked in: pass --resolution "
+                             f"WIDTHxHEIGHT and --downsample-ratio (e.g. --resolution 1920x1080 --downsample-ratio 0.25)")
+        if options.downsample_ratio is not None and not 0 < options.downsample_ratio <= 1:
+            raise UsageError(f"--downsample-ratio must be in (0, 1], got {options.downsample_ratio:g}")
+        if self.check is not None:
+            self.check(precision, options)
+        return options
+
+
+# ---- artifact naming and recognition ------------------------------------------------------------------------
+def _static_suffix(options: ExportOptions) -> str:
+    if not options.static:
+        return ""
+    width, height = options.resolution
+    return f"_{width}x{height}_s{options.downsample_ratio:g}"
+
+
+def _suffixed(suffix: str, tag: str = "") -> Callable[[str, str, ExportOptions], str]:
+    return lambda variant, precision, options: f"rvm_{variant}{tag}_{precision}{_static_suffix(options)}{suffix}"
+
+
+def _has_suffix(*suffixes: str) -> Callable[[Path], bool]:
+    return lambda path: path.suffix.lower() in suffixes
+
+
+def _is_torchscript(path: Path) -> bool:
+    if path.suffix.lower() == ".torchscript":
+        return True
+    if path.suffix.lower() in (".pt", ".pth") and path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:  # TorchScript archives hold code/, checkpoints don't
+            return any("/code/" in name for name in archive.namelist())
+    return False
+
+
+def _is_saved_model(path: Path) -> bool:
+    return (path / "saved_model.pb").is_file()
+
+
+def _is_tfjs(path: Path) -> bool:
+    return path.name == "model.json" or (path / "model.json").is_file()
+
+
+# ---- format-specific option checks --------------------------------------------------------------------------
+COREML_KINDS = ("mlmodel", "mlpackage")
+
+
+def _check_coreml(precision: str, options: ExportOptions) -> None:
+    kind = options.kind or COREML_KINDS[0]
+    if kind not in COREML_KINDS:
+        raise UsageError(f"a CoreML kind is mlmodel or mlpackage, got {kind!r}")
+    if kind == "mlpackage" and precision != "fp16":
+        raise UsageError("a CoreML .mlpackage (ML program) is exported in fp16 only: use --precision fp16")
+
+
+def _no_kind(name: str) -> Callable[[str, ExportOptions], None]:
+    def check(precision: str, options: ExportOptions) -> None:
+        if options.kind is not None:
+            raise UsageError(f"{name} has one container: drop --kind")
+    return check
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def calibration_sources(text) -> List[Path]:
+    """A calibration source is a clip or a folder of frames; several are joined by commas."""
+    return [Path(part.strip()) for part in str(text).split(",") if part.strip()]
+
+
+def _check_calibration(name: str) -> Callable[[str, ExportOptions], None]:
+    """int8 needs calibration frames that exist; other precisions take none. Path checks only: the frames are
+    read by the exporter."""
+    no_kind = _no_kind(name)
+
+    def check(precision: str, options: ExportOptions) -> None:
+        no_kind(precision, options)
+        if precision != "int8":
+            if options.calibration:
+                raise UsageError("--calibration applies to int8 exports only: drop it, or use --precision int8")
+            return
+        if not options.calibration:
+            raise UsageError("int8 needs calibration frames: pass --calibration PATH (a clip or a folder of frames "
+                             "of the footage you will matte, not the clip you validate on)")
+        for source in calibration_sources(options.calibration):
+            if not source.exists():
+                raise UsageError(f"calibration source {source} does not exist: pass a clip or a folder of frames")
+            if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir()):
+                raise UsageError(f"calibration source {source} has no frames: pass a clip or a folder of images")
+    return check
+
+
+def _is_openvino(path: Path) -> bool:
+    return path.suffix.lower() == ".xml" or (path / "model.xml").is_file()
+
+
+# int8 (ONNX Runtime QDQ, OpenVINO NNCF; refiner and output head kept in float), calibrated on 16 frames each of
+# person_b/person_c, measured on person_a upscaled 2x at ratio 0.5, 58 frames: alpha MAD (x1e-3, the alpha mean
+# error x1000) 14.8 for ONNX, 9.1 for OpenVINO; 7.6-17.2 across all the variants tried (README, INT8). The issue's
+# MAD <= 2 goal is NOT met. Hair-edge pixels
+# flip, so the alpha max reaches the quantity's range and cannot fail before it does (0.999, kept only below the
+# range): the mean bounds carry the check (1.7x / 1.8x over ONNX's measurement) and reject a lost state or a
+# swapped colour order (tests/test_format_onnx.py, tests/test_format_openvino.py).
+INT8_TOLERANCE = Tolerance(0.999, 0.5, 2.5e-2, 2e-2,
+                           measured="ONNX: alpha max 0.97, mean 1.48e-2 (MAD 14.8), foreground max 0.24, mean 1.1e-2; "
+                                    "OpenVINO: alpha mean 0.91e-2 (MAD 9.1); person_a, 58 frames; misses MAD <= 2")
+
+
+# the official CoreML downloads' configuration, used by `--format all` when no resolution is given
+COREML_DEFAULT_RESOLUTION, COREML_DEFAULT_RATIO = (1920, 1080), 0.25
+
+
+def _coreml_variants(options: ExportOptions) -> List[ExportOptions]:
+    if options.resolution is None:
+        options = replace(options, resolution=COREML_DEFAULT_RESOLUTION,
+                          downsample_ratio=options.downsample_ratio or COREML_DEFAULT_RATIO)
+    return [replace(options, kind=kind) for kind in COREML_KINDS]
+
+
+def _coreml_name(variant: str, precision: str, options: ExportOptions) -> str:
+    width, height = options.resolution
+    return f"rvm_{variant}_{width}x{height}_s{options.downsample_ratio:g}_{precision}.{options.kind or 'mlmodel'}"
+
+
+# ---- the registry ------------------------------------------------------------------------------------------
+FORMATS: Dict[str, Format] = {}
+
+
+def register(entry: Format) -> Format:
+    if entry.name in FORMATS:
+        raise ValueError(f"format {entry.name!r} is registered twice")
+    missing = [p for p in entry.precisions if p not in entry.tolerances]
+    if missing:
+        raise ValueError(f"format {entry.name!r} has no tolerance for {', '.join(missing)}")
+    FORMATS[entry.name] = entry
+    return entry
+
+
+register(Format(
+    name="torchscript", title="TorchScript", precisions=("fp32", "fp16"),
+    exporter="rvm.exporters.torchscript:export_torchscript", runtime="rvm.runtimes.torchscript:TorchScriptRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("scripted from the same module: bit-exact on person_a (0.0 over 58 frames)"),
+        # person_a/b/c upscaled 2x at ratio 0.5 over 58 frames: worst alpha 2.7e-2, worst foreground 2.9e-2, a few
+        # edge pixels; means below 6e-4
+        "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.7e-2, mean 1.9e-4 (person_a, 58 frames)"),
+    },
+    artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript, requires=("torch",),
+    runtime_requires=("torch",), static="never",
+    check=_no_kind("TorchScript")))
+
+register(Format(
+    # int8: QDQ post-training quantization calibrated with the state flowing (rvm.exporters.int8); static: one
+    # resolution, ratio baked, every Resize on integer sizes, TensorRT-ready (rvm.exporters.tensorrt_check)
+    name="onnx", title="ONNX Runtime", precisions=("fp32", "fp16", "int8"),
+    exporter="rvm.exporters.onnx:export_onnx", runtime="rvm.runtimes.onnxruntime:OnnxRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("alpha max 6.4e-6, mean 3.6e-8 (person_a, 58 frames)"),
+        "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)"),
+        "int8": INT8_TOLERANCE,
+    },
+    artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"), extra="onnx",
+    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="optional",
+    check=_check_calibration("ONNX"), calibrated=("int8",), static_rows=("fp32", "int8")))
+
+register(Format(
+    name="tf", title="TF SavedModel", precisions=("fp32",),
+    exporter="rvm.exporters.tf:export_tf", runtime="rvm.runtimes.tensorflow:TensorflowRuntime",
+    tolerances={"fp32": fp32_tolerance("alpha max 4.3e-6, mean 3.7e-8 (person_a, 58 frames)")},
+    artifact_name=lambda variant, precision, options: f"rvm_{variant}_tf", recognizes=_is_saved_model,
+    extra="tf", requires=("tensorflow",), runtime_requires=("tensorflow",), static="never",
+    check=_no_kind("TF SavedModel")))
+
+register(Format(
+    # weights stored uint8 where harmless and float16 elsewhere (default), all uint8 (as the official download),
+    # all float16: see rvm.exporters.tfjs
+    name="tfjs", title="TF.js", precisions=("mixed", "int8", "fp16"),
+    exporter="rvm.exporters.tfjs:export_tfjs", runtime="rvm.runtimes.tfjs:TfjsRuntime",
+    # Weights stored uint8 where harmless and float16 elsewhere (mixed, the default), all uint8 (as the official
+    # download) or all float16; TF.js computes in float32 whatever the storage, and its fp32 graph agrees with
+    # PyTorch to 7e-6, so the gap is weight storage. Official weights, person_a/b/c upscaled 2x at ratio 0.5,
+    # 58 frames each (README, TF.js precisions), worst clip person_a. The state dropped every frame costs alpha
+    # mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it (parity tests).
+    tolerances={
+        # official weights, person_a/b/c upscaled 2x at ratio 0.5, 58 frames each (README, TF.js precisions); the
+        # fp32 TF.js graph agrees with PyTorch to 7e-6: the gap is the weights' storage. Dropping the state every
+        # frame costs alpha mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it
+        # (tests/test_format_tfjs.py).
+        "mixed": Tolerance(1e-1, 6e-2, 1e-3, 2e-3,
+                           measured="alpha max 3.3e-2, mean 1.8e-4 (person_a); foreground max 2.9e-2, mean 5.7e-4 "
+                                    "(person_b); 58 frames"),
+        # hair-edge pixels flip, so the alpha max cannot fail before the range does: the means carry the check
+        "int8": Tolerance(0.999, 0.6, 1.3e-2, 4e-2,
+                          measured="alpha max 0.9975, mean 1.02e-2 (person_a); foreground max 0.40, mean 2.9e-2 "
+                                   "(person_b); 58 frames"),
+        # foreground max as ONNX fp16's (2.4e-2 on person_b)
+        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
+                          measured="alpha max 1.8e-2, mean 1.3e-4; foreground 5.0e-3 / 2.0e-4 (person_a, 58 frames)"),
+    },
+    artifact_name=lambda variant, precision, options: f"rvm_{variant}_tfjs_{precision}", recognizes=_is_tfjs,
+    extra="tfjs", requires=("tensorflow", "tensorflowjs"), static="never", check=_no_kind("TF.js"), in_bench=False,
+    runs_on="Node.js >= 18 with the runner's npm packages (make install)"))
+
+register(Format(
+    name="coreml", title="CoreML", precisions=("fp16", "int8"),
+    exporter="rvm.exporters.coreml:export_coreml", runtime="rvm.runtimes.coreml:CoreMLRuntime",
+    tolerances={
+        "fp16": Tolerance(3e-2, 3e-2, 3e-3, 3e-3, measured="not measured here: prediction needs macOS"),
+        "int8": Tolerance(1.5e-1, 1.5e-1, 1.5e-2, 1.5e-2, measured="not measured here: prediction needs macOS"),
+    },
+    artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"), extra="coreml",
+    requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml, variants=_coreml_variants, half_io=False,
+    in_bench=False, marks=("macos",),
+    runs_on="macOS (elsewhere the spec is checked instead)"))
+
+
+register(Format(
+    # an IR folder (model.xml, model.bin) converted from our ONNX graph; fp16 stores weights compressed, the I/O
+    # stays float32; int8 is NNCF post-training quantization calibrated with the state flowing
+    name="openvino", title="OpenVINO", precisions=("fp32", "fp16", "int8"),
+    exporter="rvm.exporters.openvino:export_openvino", runtime="rvm.runtimes.openvino:OpenVinoRuntime",
+    tolerances={
+        # the CPU plugin's inference precision is pinned to f32 (bf16 on AMX/avx512_bf16 CPUs moves alpha by 0.2)
+        "fp32": fp32_tolerance("the official ONNX and our IR match PyTorch within the fp32 bounds (person_a)"),
+        "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="compressed weights, as ONNX fp16's bounds (person_a)"),
+        "int8": INT8_TOLERANCE,
+    },
+    artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
+    requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
+    check=_check_calibration("OpenVINO"), half_io=False, calibrated=("int8",), static_rows=("fp32", "int8")))
+
+
+# PyTorch eager runs checkpoints: the reference every format is measured against, not an exported format
+REFERENCE_RUNTIME = "rvm.runtimes.pytorch:PyTorchRuntime"
+
+
+# ---- lookups -----------------------------------------------------------------------------------------------
+def get(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UsageError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}") from None
+
+
+def detect(path) -> Optional[Format]:
+    """The format of an artifact at `path`, or None (a checkpoint or something else)."""
+    path = Path(path)
+    for entry in FORMATS.values():
+        if entry.recognizes(path):
+            return entry
+    return None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An artifact made elsewhere that ours must agree with: run by the same runtime, measured in the same rows."""
+    name: str
+    format: str
+    precision: str
+    checkpoint: str  # name in the checkpoint manifest (found in $RVM_CHECKPOINT_DIR, the cache, or downloaded)
+    variant: str
+    refiner: str
+
+
+PEERS: Tuple[Peer, ...] = (
+    Peer("onnx (official download)", "onnx", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3", "deep_guided_filter"),
+    Peer("openvino (official download)", "openvino", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3",
+         "deep_guided_filter"),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of parity and bench: an artifact of `format` in `precision`, exported from the model under test,
+    or a `peer` artifact made elsewhere."""
+    name: str
+    format: Format
+    precision: str
+    peer: Optional[Peer] = None
+    static: bool = False  # the static artifact of a format whose static profile is optional
+
+    def export_options(self, resolution: Resolution, downsample_ratio: float,
+                       calibration: Optional[str] = None) -> ExportOptions:
+        """Static rows are exported for the frames' own size and ratio; the rest keep shapes dynamic. Precisions
+        that need calibration get `calibration` (a source other than the frames compared; None: the export refuses)."""
+        static = self.static or self.format.static == "always"
+        return ExportOptions(resolution=resolution if static else None, downsample_ratio=downsample_ratio,
+                             static=static, validate=False,
+                             calibration=calibration if self.precision in self.format.calibrated else None)
+
+
+def targets(formats: Optional[Sequence[str]] = None) -> List[Target]:
+    """Every registered format and precision, each peer beside its format; narrowed to `formats` if given."""
+    rows = []
+    for entry in FORMATS.values():
+        if formats is not None and entry.name not in formats:
+            continue
+        rows += [Target(entry.name, entry, precision) for precision in entry.precisions]
+        rows += [Target(f"{entry.name} static", entry, precision, static=True) for precision in entry.static_rows]
+        rows += [Target(peer.name, entry, peer.precision, peer) for peer in PEERS if peer.format == entry.name]
+    return rows
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    format: Format
+    precision: str
+    options: ExportOptions = field(default_factory=ExportOptions)
+
+
+def plan(fmt: str, precision: Optional[str] = None, options: Optional[ExportOptions] = None) -> List[ExportJob]:
+    """The exports asked for, every one checked before any work starts. `fmt='all'` means every format in
+    `[all]` and each of its precisions and variants, narrowed to `precision` when one is named (and to the formats
+    that take `static` when it is set); combinations a format refuses (an int8 .mlpackage) are left out."""
+    options = options or ExportOptions()
+    if fmt != "all":
+        entry = get(fmt)
+        jobs = [ExportJob(entry, precision or entry.precisions[0], options)]
+    else:
+        jobs = [ExportJob(entry, p, variant) for entry in FORMATS.values()
+                if entry.in_all and not (options.static and entry.static == "never")
+                for variant in entry.variants(options) for p in entry.precisions
+                if precision in (None, p) and _format_accepts(entry, p, variant)]
+        if not jobs:
+            raise UsageError(f"no format can be exported in {precision}")
+    checked = [replace(job, options=job.format.check_request(job.precision, job.options)) for job in jobs]
+    for entry in {job.format.name: job.format for job in checked}.values():
+        entry.require()
+    return checked
+
+
+def _format_accepts(entry: Format, precision: str, options: ExportOptions) -> bool:
+    try:
+        if entry.check is not None:
+            entry.check(precision, options)
+    except UsageError:
+        return False
+    return True

@@ -1,0 +1,210 @@
+"""The structure holds: packages depend downward only and have no import cycle, the wheel claims only `rvm`, a
+user's own `models/`, `runtimes/` or `exporters/` cannot shadow ours, and every registered format is complete."""
+import ast
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rvm import formats
+
+from .conftest import CLIPS, WEIGHTS, need
+
+ROOT = Path(__file__).resolve().parents[1]
+# repository folder -> import name (pyproject's package-dir)
+PACKAGES = {"rvm": "rvm", "exporters": "rvm.exporters", "runtimes": "rvm.runtimes", "models": "rvm.models"}
+
+# Each module's layer; an import may only reach its own layer or one below.
+LAYERS = [
+    ("foundation", ["rvm", "rvm.version", "rvm.errors", "rvm.contracts", "rvm.formats", "rvm.metadata", "rvm.iospec",
+                    "rvm.metrics", "rvm.compare", "rvm.model", "rvm.checkpoints", "rvm.onnx_import", "rvm.models",
+                    "rvm.memory"]),
+    ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
+    ("exporters", ["rvm.exporters"]),
+    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.batch", "rvm.batch_ray", "rvm.batch_segments",
+                      "rvm.batch_bench", "rvm.web", "rvm.cli"]),
+]
+
+
+def module_files():
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            yield ".".join([package, *parts]), path
+
+
+MODULES = dict(module_files())
+
+
+def imports_of(name: str, path: Path):
+    """Every rvm module `name` imports, at module level or inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import sub` imports the submodule when one exists
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:  # `rvm.model.decoder.X` -> the module that holds X
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+                # importing a submodule runs its packages' __init__ first: those of other packages are edges too
+                # (the lazy `rvm` package, and this module's own packages, already running, excepted)
+                parent = target.rpartition(".")[0]
+                while parent and parent != "rvm":
+                    if not (name == parent or name.startswith(parent + ".")):
+                        found.add(parent)
+                    parent = parent.rpartition(".")[0]
+    return found
+
+
+GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
+
+
+def layer_of(name: str) -> int:
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            # "rvm" names the package itself; its modules each need their own entry
+            if (name == prefix or (prefix != "rvm" and name.startswith(prefix + "."))) and (best is None or len(prefix) > len(best[1])):
+                best = (index, prefix)
+    assert best is not None, f"{name} has no layer: add it to LAYERS in {Path(__file__).name}"
+    return best[0]
+
+
+def test_every_module_has_a_layer():
+    for name in MODULES:
+        layer_of(name)
+
+
+def test_imports_only_go_down():
+    upward = [f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+              for name, targets in GRAPH.items() for target in sorted(targets) if layer_of(target) > layer_of(name)]
+    assert not upward, "\n".join(upward)
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_public_api_works_beside_a_users_own_models_runtimes_and_exporters(tmp_path):
+    for name in ("models", "runtimes", "exporters"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name} package')\n")
+    script = (
+        "import numpy as np\n"
+        "from rvm import Runtime, load_model, export, ExportOptions\n"
+        "model = load_model('rvm_mobilenetv3')\n"
+        "path = export(model, 'onnx', 'fp32', 'out', options=ExportOptions(validate=False))\n"
+        "runtime = Runtime.load(path)\n"
+        "out = runtime.step(np.zeros((64, 96, 3), np.uint8), 0.5)\n"
+        "assert out['pha'].shape == (64, 96, 1)\n"
+        "import models, sys\n")
+    env = {**os.environ, "RVM_CHECKPOINT_DIR": str(need(WEIGHTS)), "PYTHONPATH": ""}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    # the script ran to its last line, where the user's own package is the one imported
+    assert "the user's own models package" in done.stderr, done.stderr[-2000:]
+    assert (tmp_path / "out" / "rvm_mobilenetv3_fp32.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_wheel_installs_rvm_only(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("rvm_toolkit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+        assert archive.read(top_level).decode().split() == ["rvm"]
+    packaged = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert packaged == {"rvm"}
+    for needed in ("rvm/exporters/onnx.py", "rvm/runtimes/base.py", "rvm/models/manifest.json",
+                   "rvm/runtimes/tfjs_runner/runner.js", "rvm/formats.py"):
+        assert needed in names, needed
+
+
+def defines(path: Path, name: str) -> bool:
+    tree = ast.parse(path.read_text())
+    return any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name for node in tree.body)
+
+
+@pytest.mark.parametrize("entry", formats.FORMATS.values(), ids=list(formats.FORMATS))
+def test_registered_format_is_complete(entry):
+    """Its exporter and runtime exist, every precision has a tolerance, and it has a test module of its own
+    (the parity rows are generated from the registry)."""
+    for which in ("exporter", "runtime"):
+        module, attribute = getattr(entry, which).split(":")
+        assert module in MODULES, f"{entry.name}: {which} module {module} does not exist"
+        assert defines(MODULES[module], attribute), f"{entry.name}: {module} defines no {attribute}"
+    assert set(entry.tolerances) == set(entry.precisions)
+    for precision, bounds in entry.tolerances.items():
+        # no bound as wide as the quantity's range (alpha and foreground are in 0..1)
+        assert bounds.pha_mean < 1 and bounds.fgr_mean < 1 and bounds.fgr_max < 1, (entry.name, precision)
+    assert (ROOT / "tests" / f"test_format_{entry.name}.py").is_file(), f"{entry.name} has no test module"
+    assert entry.static in ("never", "optional", "always")
+    assert entry.extra is None or entry.extra in pyproject_extras(), f"{entry.name}: no extra [{entry.extra}]"
+
+
+def pyproject_extras():
+    import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_completeness_check_catches_a_format_without_a_runtime():
+    broken = formats.Format(name="nonesuch", title="Nonesuch", precisions=("fp32",), exporter="rvm.exporters.onnx:nope",
+                            runtime="rvm.runtimes.nonesuch:NoRuntime", tolerances={"fp32": formats.fp32_tolerance("")},
+                            artifact_name=lambda *a: "x", recognizes=lambda p: False)
+    with pytest.raises(AssertionError):
+        test_registered_format_is_complete(broken)
+
+
+def test_clip_for_validation_comes_from_the_tests_not_the_library():
+    assert Path(os.environ["RVM_VALIDATION_CLIP"]).resolve() == need(CLIPS / "person_a.mp4").resolve()
+    library = [path for name, path in MODULES.items() if "shared" in path.read_text()]
+    assert not [p for p in library if "../shared" in p.read_text() or '"shared"' in p.read_text()], library
