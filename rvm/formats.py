@@ -360,7 +360,12 @@ register(Format(
         # the CPU plugin's inference precision is pinned to f32 (bf16 on AMX/avx512_bf16 CPUs moves alpha by 0.2)
         "fp32": fp32_tolerance("the official ONNX and our IR match PyTorch within the fp32 bounds (person_a)"),
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="compressed weights, as ONNX fp16's bounds (person_a)"),
-        "int8": INT8_TOLERANCE,
+        # NNCF's int8 is closer than ONNX Runtime's (alpha mean 9.1e-3 on 58 frames, 7.8e-3 on 20): the alpha mean
+        # bound is its own, so the state dropped every frame (alpha mean 1.52e-2 on 20 frames) fails it, not only
+        # the alpha max touching 1.0
+        "int8": replace(INT8_TOLERANCE, pha_mean=1.3e-2,
+                        measured="alpha mean 9.1e-3 (MAD 9.1), 58 frames; 7.8e-3, foreground mean 1.31e-2 on 20 "
+                                 "frames (person_a); misses MAD <= 2"),
     },
     artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
     requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
