@@ -124,9 +124,9 @@ def to_markdown(rows: List[ParityRow]) -> str:
              "| Conn | dtSSD | worst frame | drift | tolerance (max) | reason |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        tol = "" if r.tolerance is None else f"{r.tolerance['pha_max']:.0e} / {r.tolerance['fgr_max']:.0e}"
+        tol = "" if r.tolerance is None else f"{r.tolerance['pha_max']:.3g} / {r.tolerance['fgr_max']:.3g}"
         drift = "" if r.drift is None else f"{r.drift:.2f}x"
-        metrics = " | ".join(_number(getattr(r, name), ".3f") for name in METRICS)
+        metrics = " | ".join(_number(getattr(r, name), ".3g") for name in METRICS)
         lines.append(f"| {r.name} | {r.precision} | {r.status} | {r.frames or ''} | {_number(r.pha_max)} | "
                      f"{_number(r.pha_mean)} | {_number(r.fgr_max)} | {_number(r.fgr_mean)} | {metrics} | "
                      f"{'' if r.worst_frame is None else r.worst_frame} | {drift} | {tol} | {r.reason} |")
