@@ -3,6 +3,11 @@
 Inputs `src, r1i..r4i, downsample_ratio` (ratio a float32 `[1]` runtime input), outputs `fgr, pha, r1o..r4o`,
 batch/height/width dynamic, `[1,1,1,1]` zero states accepted. As in the official graph, the refiner always
 runs: the ratio is a tensor, so `ratio != 1` cannot be decided at export time.
+
+The static profile (`options.static`) is what TensorRT, OpenVINO, NCNN, MNN and TNN users need: traced at one
+resolution with the ratio baked, inputs `src, r1i..r4i` with their true shapes, every `Resize` given integer
+sizes and no shape computation left (checked by `tensorrt_check`); an I/O spec JSON is written beside it.
+int8 (QDQ, static post-training quantization, opset 13) is made in `exporters.int8`.
 """
 import copy
 import io
@@ -89,6 +94,72 @@ def trace_to_onnx(model: nn.Module):
     return onnx.load_from_string(buffer.getvalue())
 
 
+class StaticMatting(nn.Module):
+    """MattingNetwork at one downsample ratio with positional states: the static graph's signature."""
+
+    def __init__(self, model: nn.Module, downsample_ratio: float):
+        super().__init__()
+        self.model, self.downsample_ratio = model, downsample_ratio
+
+    def forward(self, src: Tensor, r1: Tensor, r2: Tensor, r3: Tensor, r4: Tensor):
+        return tuple(self.model(src, r1, r2, r3, r4, downsample_ratio=self.downsample_ratio))
+
+
+def trace_static_onnx(model: nn.Module, resolution, downsample_ratio: float):
+    """The fp32 static graph at (width, height) and the ratio, simplified, every Resize on integer sizes."""
+    import onnx
+    import onnxsim
+    from rvm.iospec import state_shapes
+    model = copy.deepcopy(model).float().cpu().eval()
+    width, height = resolution
+    shapes = state_shapes(model.variant, resolution, downsample_ratio)
+    example = (torch.rand(1, 3, height, width), *[torch.zeros(shape) for shape in shapes])
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # sizes become constants: that is the point
+        torch.onnx.export(StaticMatting(model, downsample_ratio).eval(), example, buffer, opset_version=OPSET,
+                          dynamo=False, input_names=list(ONNX_INPUTS[:5]), output_names=list(ONNX_OUTPUTS),
+                          do_constant_folding=True)
+    # fixed input shapes let onnxsim fold every Shape/Gather/Slice of the size computations into constants
+    graph, ok = onnxsim.simplify(onnx.load_from_string(buffer.getvalue()))
+    if not ok:
+        raise ExportError("onnxsim could not prove the static graph equal to the traced one")
+    return prune(resize_to_sizes(graph))
+
+
+def resize_to_sizes(graph):
+    """Give each `Resize` that scales by a factor the integer output size shape inference found instead:
+    TensorRT builds static engines from sizes, and sizes read the same in every runtime."""
+    import numpy as np
+    from onnx import numpy_helper, shape_inference
+    inferred = shape_inference.infer_shapes(graph)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for node in graph.graph.node:
+        if node.op_type != "Resize" or (len(node.input) > 3 and node.input[3]):
+            continue
+        sizes, no_scales = f"{node.output[0]}_sizes", f"{node.output[0]}_no_scales"
+        graph.graph.initializer.extend([numpy_helper.from_array(np.array(shapes[node.output[0]], np.int64), sizes),
+                                        # opset 12 Resize needs a scales input: an empty one means "use sizes"
+                                        numpy_helper.from_array(np.zeros(0, np.float32), no_scales)])
+        del node.input[2:]
+        node.input.extend([no_scales, sizes])
+    return graph
+
+
+def prune(graph):
+    """Drop the initializers and Constant nodes nothing reads any more (the replaced scales)."""
+    used = {name for node in graph.graph.node for name in node.input} | {o.name for o in graph.graph.output}
+    kept = [n for n in graph.graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    used = {name for node in graph.graph.node for name in node.input}
+    kept_init = [i for i in graph.graph.initializer if i.name in used]
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept_init)
+    return graph
+
+
 def simplify(graph):
     import onnxsim
     simplified, ok = onnxsim.simplify(graph)  # no input shapes given: dynamic dims stay dynamic
@@ -123,15 +194,31 @@ def export_onnx(model, path, precision: str, options) -> None:
         raise UsageError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
                           "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
                           "the deep guided filter")
-    graph = trace_to_onnx(model)
-    if options.simplify:
-        graph = simplify(graph)
+    graph = fp32_graph(model, options)
     if precision == "fp16":
         graph = to_fp16(graph)
+    if precision == "int8":
+        from .int8 import quantize_onnx
+        graph = quantize_onnx(model, graph, options)
     onnx.checker.check_model(graph, full_check=True)
+    static = bool(options.static)
+    if static:
+        from .tensorrt_check import check_tensorrt_ready
+        check_tensorrt_ready(graph, "the static ONNX graph")
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     metadata = ArtifactMetadata.for_export(
         model, "onnx", precision, {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                                   "onnxsim": onnxsim.__version__}, options, opset=OPSET, simplified=bool(options.simplify))
+                                   "onnxsim": onnxsim.__version__}, options, opset=opset,
+        simplified=bool(options.simplify or static))
     onnx.helper.set_model_props(graph, metadata.to_strings())
     onnx.save(graph, str(Path(path)))
     log.info("wrote ONNX %s (%d nodes) to %s", precision, len(graph.graph.node), path)
+
+
+def fp32_graph(model, options):
+    """The fp32 graph every precision starts from: static at the options' resolution and ratio, or dynamic."""
+    if options.static:
+        return trace_static_onnx(model, tuple(options.resolution), float(options.downsample_ratio))
+    graph = trace_to_onnx(model)
+    return simplify(graph) if options.simplify else graph
+

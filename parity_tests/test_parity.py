@@ -11,7 +11,6 @@ import pytest
 from rvm import formats
 from rvm.compare import compare
 from rvm.parity import run_parity, to_json, to_markdown
-from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.samples import validation_frames
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
@@ -19,6 +18,7 @@ from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
 ON_MACOS = sys.platform == "darwin"
 TARGETS = formats.targets()
 BROKEN_FRAMES = 20
+CALIBRATION = ("person_b.mp4", "person_c.mp4")  # rows that need calibration calibrate here, never on person_a
 
 
 def target_param(target: formats.Target):
@@ -42,7 +42,9 @@ def frames():
 def rows(model, frames, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # the official download is found like a checkpoint
         patch.setenv("RVM_CHECKPOINT_DIR", str(need(WEIGHTS)))
-        rows = run_parity(model, frames, 0.5, TARGETS, folder=tmp_path_factory.mktemp("parity"))
+        calibration = ",".join(str(need(CLIPS / name)) for name in CALIBRATION)
+        rows = run_parity(model, frames, 0.5, TARGETS, folder=tmp_path_factory.mktemp("parity"),
+                          calibration=calibration)
     return {(r.name, r.precision): r for r in rows}
 
 
@@ -64,7 +66,7 @@ def test_state_zeroed_every_frame_fails_the_row(rows, model, frames, target):
     row = rows[(target.name, target.precision)]
     if row.status != "ok":
         pytest.skip(f"{target.name} {target.precision} did not run here: {row.reason}")
-    with load(row.artifact, device="cpu") as runtime:
+    with target.format.load(row.artifact, device="cpu") as runtime:
         result = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime),
                          frames[:BROKEN_FRAMES], 0.5)
     problems = result.failures(target.format.tolerance(target.precision, model.refiner_name))

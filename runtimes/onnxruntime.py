@@ -69,7 +69,8 @@ class OnnxRuntime(Runtime):
     def __init__(self, session, path=None, **options):
         self.session = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != len(ONNX_INPUTS) or len(outputs) != len(ONNX_OUTPUTS):
+        # static graphs (ratio baked) have no downsample_ratio input
+        if len(inputs) not in (len(ONNX_INPUTS), len(ONNX_INPUTS) - 1) or len(outputs) != len(ONNX_OUTPUTS):
             raise UsageError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
                              f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
         # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
@@ -81,6 +82,14 @@ class OnnxRuntime(Runtime):
         on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
         metadata = ArtifactMetadata.from_strings(session.get_modelmeta().custom_metadata_map)
+        if metadata is not None:  # int8 (QDQ) graphs take float32 as fp32 ones do
+            precision = metadata.precision
+        self.static = len(inputs) == len(ONNX_INPUTS) - 1
+        self.initial_shapes = [(1, 1, 1, 1)] * 4
+        if self.static:
+            if metadata is None or metadata.downsample_ratio is None:
+                raise UsageError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
+            self.initial_shapes = [tuple(i.shape) for i in inputs[1:5]]
         device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)
 
@@ -106,13 +115,13 @@ class OnnxRuntime(Runtime):
 
     def _run(self, src, state, downsample_ratio):
         if state is None:
-            zeros = np.zeros((1, 1, 1, 1), self.dtype)
-            state = [self._ort_value(zeros) for _ in range(4)]
+            state = [self._ort_value(np.zeros(shape, self.dtype)) for shape in self.initial_shapes]
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_names[0], self._ort_value(src))
         for name, value in zip(self.input_names[1:5], state):
             binding.bind_ortvalue_input(name, value)
-        binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        if not self.static:
+            binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
         # fgr and pha land straight in new numpy arrays: no ORT-owned output and no copy out of it (at 1080p
         # 33 MB a frame less to write, 2-3% more frames/s); fresh each frame, as callers may keep them
         batch, _, height, width = src.shape

@@ -94,8 +94,10 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float) -> dict:
-    """(name, precision) -> path, or the exception that stopped its export; static formats at `size` and `ratio`."""
+def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float,
+                    calibration: Optional[str] = None) -> dict:
+    """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
+    precisions that need calibration calibrate on `calibration`."""
     from rvm.exporters import export
     from rvm.parity import peer_path
     paths = {}
@@ -103,21 +105,22 @@ def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size:
         try:
             paths[(target.name, target.precision)] = peer_path(target.peer, model) if target.peer else export(
                 model, target.format.name, target.precision, folder, overwrite=True,
-                options=target.export_options(size, ratio))
+                options=target.export_options(size, ratio, calibration))
         except Exception as error:  # reported in the table
             paths[(target.name, target.precision)] = error
     return paths
 
 
-def open_runtime(model, key, path, device):
-    """The runtime of a row: PyTorch eager for the reference, else the artifact at `path` (or its export error)."""
+def open_runtime(model, key, path, device, entry: Optional[formats.Format] = None):
+    """The runtime of a row: PyTorch eager for the reference, else the artifact at `path` (or its export error)
+    run by the row's format `entry`."""
     from rvm.runtimes import load
     from rvm.runtimes.pytorch import PyTorchRuntime
     if key == REFERENCE:
         return PyTorchRuntime(model, device=device, precision=key[1])
     if isinstance(path, Exception):
         raise path
-    return load(path, device=device)
+    return entry.load(path, device=device) if entry is not None else load(path, device=device)
 
 
 def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
@@ -283,7 +286,8 @@ def cpu_model() -> str:
 
 
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
-              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5) -> dict:
+              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
+              calibration: Optional[str] = None) -> dict:
     """Static formats are exported for the first resolution and measured there only."""
     from rvm.contracts import auto_downsample_ratio
     targets = formats.targets([b for b in backends if b in formats.FORMATS])
@@ -292,11 +296,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
     memory = {}
     ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]])
+        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
         runtimes = {}
-        for key in [REFERENCE] + [(t.name, t.precision) for t in targets]:
+        entries = {(t.name, t.precision): t.format for t in targets}
+        for key in [REFERENCE] + list(entries):
             try:
-                runtimes[key] = open_runtime(model, key, paths.get(key), device)
+                runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
                 tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", 0.0, device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
@@ -436,6 +441,9 @@ def add_arguments(parser) -> None:
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
     parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
+                             "rows are reported unavailable")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
 
@@ -448,6 +456,6 @@ def command(args) -> int:
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
     result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolutions),
                        args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       args.e2e_repeats)
+                       args.e2e_repeats, args.calibration)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

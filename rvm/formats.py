@@ -98,6 +98,8 @@ class Format:
     marks: Tuple[str, ...] = ()  # pytest markers of its generated tests: "macos", "gpu", "slow"
     io_layout: str = "NCHW"  # layout of frames and states in the artifact's I/O (the I/O spec of static artifacts)
     half_io: bool = True  # fp16 artifacts take and give fp16 frames and states (the ratio stays fp32)
+    calibrated: Tuple[str, ...] = ()  # precisions whose export needs a calibration source (ExportOptions.calibration)
+    static_rows: Tuple[str, ...] = ()  # precisions whose static artifact is a parity/bench row of its own
 
     def io_dtype(self, precision: str) -> str:
         """The dtype of frames and states at the artifact's inputs and outputs."""
@@ -113,6 +115,12 @@ class Format:
             if importlib.util.find_spec(module) is None:
                 what = f"the {self.title} runtime" if runtime else f"the {self.name} exporter"
                 raise MissingDependency(what, self.extra or "all", module)
+
+    def load(self, path, device: str = "auto", **options):
+        """Run the artifact at `path` with this format's runtime (a peer file may be run by another format's
+        runtime than its suffix suggests: the official ONNX in OpenVINO)."""
+        self.require(runtime=True)
+        return self.entry_point("runtime").from_path(path, device=device, **options)
 
     def tolerance(self, precision: str, refiner: str = "deep_guided_filter") -> Tolerance:
         return self.tolerances[precision].for_refiner(refiner)
@@ -189,6 +197,52 @@ def _no_kind(name: str) -> Callable[[str, ExportOptions], None]:
     return check
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def calibration_sources(text) -> List[Path]:
+    """A calibration source is a clip or a folder of frames; several are joined by commas."""
+    return [Path(part.strip()) for part in str(text).split(",") if part.strip()]
+
+
+def _check_calibration(name: str) -> Callable[[str, ExportOptions], None]:
+    """int8 needs calibration frames that exist; other precisions take none. Path checks only: the frames are
+    read by the exporter."""
+    no_kind = _no_kind(name)
+
+    def check(precision: str, options: ExportOptions) -> None:
+        no_kind(precision, options)
+        if precision != "int8":
+            if options.calibration:
+                raise UsageError("--calibration applies to int8 exports only: drop it, or use --precision int8")
+            return
+        if not options.calibration:
+            raise UsageError("int8 needs calibration frames: pass --calibration PATH (a clip or a folder of frames "
+                             "of the footage you will matte, not the clip you validate on)")
+        for source in calibration_sources(options.calibration):
+            if not source.exists():
+                raise UsageError(f"calibration source {source} does not exist: pass a clip or a folder of frames")
+            if source.is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir()):
+                raise UsageError(f"calibration source {source} has no frames: pass a clip or a folder of images")
+    return check
+
+
+def _is_openvino(path: Path) -> bool:
+    return path.suffix.lower() == ".xml" or (path / "model.xml").is_file()
+
+
+# int8 (ONNX Runtime QDQ, OpenVINO NNCF; refiner and output head kept in float), calibrated on 16 frames each of
+# person_b/person_c, measured on person_a upscaled 2x at ratio 0.5, 58 frames: alpha MAD (x1e-3, the alpha mean
+# error x1000) 14.8 for ONNX, 9.1 for OpenVINO; 7.6-17.2 across all the variants tried (README, INT8). The issue's
+# MAD <= 2 goal is NOT met. Hair-edge pixels
+# flip, so the alpha max reaches the quantity's range and cannot fail before it does (0.999, kept only below the
+# range): the mean bounds carry the check (1.7x / 1.8x over ONNX's measurement) and reject a lost state or a
+# swapped colour order (tests/test_format_onnx.py, tests/test_format_openvino.py).
+INT8_TOLERANCE = Tolerance(0.999, 0.5, 2.5e-2, 2e-2,
+                           measured="ONNX: alpha max 0.97, mean 1.48e-2 (MAD 14.8), foreground max 0.24, mean 1.1e-2; "
+                                    "OpenVINO: alpha mean 0.91e-2 (MAD 9.1); person_a, 58 frames; misses MAD <= 2")
+
+
 # the official CoreML downloads' configuration, used by `--format all` when no resolution is given
 COREML_DEFAULT_RESOLUTION, COREML_DEFAULT_RATIO = (1920, 1080), 0.25
 
@@ -233,14 +287,18 @@ register(Format(
     check=_no_kind("TorchScript")))
 
 register(Format(
-    name="onnx", title="ONNX Runtime", precisions=("fp32", "fp16"),
+    # int8: QDQ post-training quantization calibrated with the state flowing (rvm.exporters.int8); static: one
+    # resolution, ratio baked, every Resize on integer sizes, TensorRT-ready (rvm.exporters.tensorrt_check)
+    name="onnx", title="ONNX Runtime", precisions=("fp32", "fp16", "int8"),
     exporter="rvm.exporters.onnx:export_onnx", runtime="rvm.runtimes.onnxruntime:OnnxRuntime",
     tolerances={
         "fp32": fp32_tolerance("alpha max 6.4e-6, mean 3.6e-8 (person_a, 58 frames)"),
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)"),
+        "int8": INT8_TOLERANCE,
     },
     artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"), extra="onnx",
-    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="never", check=_no_kind("ONNX")))
+    requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="optional",
+    check=_check_calibration("ONNX"), calibrated=("int8",), static_rows=("fp32", "int8")))
 
 register(Format(
     name="tf", title="TF SavedModel", precisions=("fp32",),
@@ -293,6 +351,27 @@ register(Format(
     runs_on="macOS (elsewhere the spec is checked instead)"))
 
 
+register(Format(
+    # an IR folder (model.xml, model.bin) converted from our ONNX graph; fp16 stores weights compressed, the I/O
+    # stays float32; int8 is NNCF post-training quantization calibrated with the state flowing
+    name="openvino", title="OpenVINO", precisions=("fp32", "fp16", "int8"),
+    exporter="rvm.exporters.openvino:export_openvino", runtime="rvm.runtimes.openvino:OpenVinoRuntime",
+    tolerances={
+        # the CPU plugin's inference precision is pinned to f32 (bf16 on AMX/avx512_bf16 CPUs moves alpha by 0.2)
+        "fp32": fp32_tolerance("the official ONNX and our IR match PyTorch within the fp32 bounds (person_a)"),
+        "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="compressed weights, as ONNX fp16's bounds (person_a)"),
+        # NNCF's int8 is closer than ONNX Runtime's (alpha mean 9.1e-3 on 58 frames, 7.8e-3 on 20): the alpha mean
+        # bound is its own, so the state dropped every frame (alpha mean 1.52e-2 on 20 frames) fails it, not only
+        # the alpha max touching 1.0
+        "int8": replace(INT8_TOLERANCE, pha_mean=1.3e-2,
+                        measured="alpha mean 9.1e-3 (MAD 9.1), 58 frames; 7.8e-3, foreground mean 1.31e-2 on 20 "
+                                 "frames (person_a); misses MAD <= 2"),
+    },
+    artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
+    requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
+    check=_check_calibration("OpenVINO"), half_io=False, calibrated=("int8",), static_rows=("fp32", "int8")))
+
+
 # PyTorch eager runs checkpoints: the reference every format is measured against, not an exported format
 REFERENCE_RUNTIME = "rvm.runtimes.pytorch:PyTorchRuntime"
 
@@ -327,6 +406,8 @@ class Peer:
 
 PEERS: Tuple[Peer, ...] = (
     Peer("onnx (official download)", "onnx", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3", "deep_guided_filter"),
+    Peer("openvino (official download)", "openvino", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3",
+         "deep_guided_filter"),
 )
 
 
@@ -338,12 +419,16 @@ class Target:
     format: Format
     precision: str
     peer: Optional[Peer] = None
+    static: bool = False  # the static artifact of a format whose static profile is optional
 
-    def export_options(self, resolution: Resolution, downsample_ratio: float) -> ExportOptions:
-        """Static formats are exported for the frames' own size and ratio; the rest keep shapes dynamic."""
-        static = self.format.static == "always"
+    def export_options(self, resolution: Resolution, downsample_ratio: float,
+                       calibration: Optional[str] = None) -> ExportOptions:
+        """Static rows are exported for the frames' own size and ratio; the rest keep shapes dynamic. Precisions
+        that need calibration get `calibration` (a source other than the frames compared; None: the export refuses)."""
+        static = self.static or self.format.static == "always"
         return ExportOptions(resolution=resolution if static else None, downsample_ratio=downsample_ratio,
-                             static=static, validate=False)
+                             static=static, validate=False,
+                             calibration=calibration if self.precision in self.format.calibrated else None)
 
 
 def targets(formats: Optional[Sequence[str]] = None) -> List[Target]:
@@ -353,6 +438,7 @@ def targets(formats: Optional[Sequence[str]] = None) -> List[Target]:
         if formats is not None and entry.name not in formats:
             continue
         rows += [Target(entry.name, entry, precision) for precision in entry.precisions]
+        rows += [Target(f"{entry.name} static", entry, precision, static=True) for precision in entry.static_rows]
         rows += [Target(peer.name, entry, peer.precision, peer) for peer in PEERS if peer.format == entry.name]
     return rows
 

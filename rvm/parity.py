@@ -20,7 +20,6 @@ from rvm import formats
 from rvm.compare import compare
 from rvm.errors import UsageError, one_line
 from rvm.exporters import export
-from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,10 @@ def peer_path(peer: formats.Peer, model) -> Path:
 
 
 def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, targets: Sequence[formats.Target] = None,
-               folder=None, reference_row: bool = True) -> List[ParityRow]:
+               folder=None, reference_row: bool = True, calibration: Optional[str] = None) -> List[ParityRow]:
     """Compare each target with PyTorch fp32 (`model`) over `frames` (uint8 HWC). Artifacts are exported into
-    `folder` and kept there when one is given, else into a temporary folder."""
+    `folder` and kept there when one is given, else into a temporary folder. Precisions that need calibration
+    calibrate on `calibration` (never the clip `frames` come from); without it those rows are unavailable."""
     targets = formats.targets() if targets is None else targets
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
@@ -79,9 +79,9 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
             try:
                 path = peer_path(target.peer, model) if target.peer else export(
                     model, target.format.name, target.precision, folder, overwrite=True,
-                    options=target.export_options((width, height), downsample_ratio))
+                    options=target.export_options((width, height), downsample_ratio, calibration))
                 row.artifact = str(path)
-                candidate = load(path, device="cpu")
+                candidate = target.format.load(path, device="cpu")
             except Exception as error:  # reported in the table, never silently passed
                 row.reason = one_line(error)
                 log.warning("%s %s: %s", target.name, target.precision, row.reason)
@@ -148,6 +148,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--downsample-ratio", type=float, default=0.5,
                         help="ratio for every backend (default 0.5, on the clip upscaled 2x: the refiner is "
                              "exercised and the network sees the person at the clip's own size)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 rows: calibration clip or frame folder (several joined by commas), never the parity "
+                             "clip; without it those rows are reported unavailable")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
 
 
@@ -169,7 +172,7 @@ def command(args) -> int:
     model = load_model(args.checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.samples
     rows = run_parity(model, frames, args.downsample_ratio, formats.targets(backends),
-                      reference_row=REFERENCE in backends)
+                      reference_row=REFERENCE in backends, calibration=args.calibration)
     if args.json:
         context = {"checkpoint": args.checkpoint, "clip": str(clip), "frames": len(frames),
                    "downsample_ratio": args.downsample_ratio}

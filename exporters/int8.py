@@ -1,0 +1,100 @@
+"""Post-training int8 for ONNX Runtime (QDQ static quantization) and OpenVINO (NNCF), calibrated on real
+frames with the recurrent state flowing: each sample is (src, r1..r4) as the fp32 model feeds itself when
+run over a clip, not zero states, so the ranges of the state tensors are those met in use.
+
+Calibration frames come from `options.calibration` (a clip, a folder of frames, or several joined by commas;
+checked by the registry entry's `check` before any work), never from shared material and never from the clip
+parity runs on.
+`KEEP_FP32` names the layers that stay in float, chosen by measurement (README, INT8).
+"""
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from rvm.errors import UsageError
+from rvm.formats import calibration_sources
+
+log = logging.getLogger(__name__)
+
+# node-name fragments of layers kept in float: the refiner and output head work at full resolution on
+# alpha itself, where one int8 step is visible at every edge (measured: see README, INT8)
+KEEP_FP32 = ("refiner", "project_mat")
+CALIBRATION_UPSCALE = 2  # as export validation: the small sample clips are upscaled so a person is seen
+CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: README, INT8)
+
+
+def calibration_samples(model, options, with_ratio: bool, frames_per_source: int = CALIBRATION_FRAMES
+                        ) -> List[Dict[str, np.ndarray]]:
+    """Inputs of every calibration frame with the states the fp32 model produced on the frames before it."""
+    from rvm.samples import VALIDATION_RATIO, resize_frames
+    from rvm.video import read_frames
+    ratio = float(options.downsample_ratio or VALIDATION_RATIO)
+    model = model.float().cpu().eval()
+    samples = []
+    for source in calibration_sources(options.calibration):
+        frames = read_frames(source, frames_per_source)
+        if not frames:
+            raise UsageError(f"calibration source {source} has no frames: pass a clip or a folder of images")
+        height, width = frames[0].shape[:2]
+        frames = resize_frames(frames, options.resolution or (width * CALIBRATION_UPSCALE, height * CALIBRATION_UPSCALE))
+        state = [torch.zeros(1, 1, 1, 1)] * 4
+        if options.static:  # a static graph takes its states at their true shapes
+            from rvm.iospec import state_shapes
+            state = [torch.zeros(shape) for shape in state_shapes(model.variant, tuple(options.resolution), ratio)]
+        with torch.no_grad():
+            for frame in frames:
+                src = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))[None].float() / 255
+                sample = {"src": src.numpy(), **{f"r{i}i": s.numpy() for i, s in enumerate(state, 1)}}
+                if with_ratio:
+                    sample["downsample_ratio"] = np.array([ratio], np.float32)
+                samples.append(sample)
+                _, _, *state = model(src, *state, downsample_ratio=ratio)
+    log.info("int8 calibration: %d frames from %s", len(samples), options.calibration)
+    return samples
+
+
+def kept_in_float(names) -> List[str]:
+    return [name for name in names if any(part in name for part in KEEP_FP32)]
+
+
+def quantize_onnx(model, graph, options):
+    """QDQ int8 of an fp32 ONNX graph: per-channel int8 weights, uint8 activations, opset 13 (per-channel
+    DequantizeLinear needs it). The ratio's Resize and its scales are left alone."""
+    import tempfile
+
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    samples = calibration_samples(model, options, with_ratio=not options.static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    graph = version_converter.convert_version(graph, 13)
+    ratio_users = {n.name for n in graph.graph.node if "downsample_ratio" in n.input}
+    excluded = kept_in_float(n.name for n in graph.graph.node) + sorted(ratio_users)
+    excluded += [n.name for n in graph.graph.node if n.op_type == "Resize"]
+    with tempfile.TemporaryDirectory() as folder:
+        fp32, int8 = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
+        onnx.save(graph, str(fp32))
+        quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+        return onnx.load(str(int8))
+
+
+def quantize_openvino(model, ov_model, options):
+    """NNCF post-training int8 of an OpenVINO model, the float layers kept by name."""
+    import nncf
+    samples = calibration_samples(model, options, with_ratio=not options.static)
+    names = [op.get_friendly_name() for op in ov_model.get_ops()]
+    ignored = nncf.IgnoredScope(names=kept_in_float(names), validate=False)
+    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples), ignored_scope=ignored,
+                         preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True)

@@ -1,0 +1,111 @@
+"""OpenVINO: IR export (dynamic and static; fp32, fp16, int8) validated like every format, the OpenVINO
+runtime (CPU plugin here) with the state kept between frames, and the official ONNX download in it too."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'rvm-toolkit[openvino]'")
+
+from rvm import formats  # noqa: E402
+from rvm.compare import compare  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import export  # noqa: E402
+from rvm.formats import ExportOptions  # noqa: E402
+from rvm.iospec import spec_path, state_shapes  # noqa: E402
+from rvm.runtimes import load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
+
+from .conftest import OFFICIAL_ONNX, need  # noqa: E402
+from .intel_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
+                            calibration, failures)
+
+RATIO = 0.5
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return validation_frames(FRAMES)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("openvino")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_dynamic_ir_matches_pytorch(model, clip, folder, precision):
+    path = export(model, "openvino", precision, folder, options=ExportOptions(validation_frames=3))
+    assert path.name == f"rvm_mobilenetv3_openvino_{precision}" and (path / "model.xml").exists()
+    assert formats.detect(path).name == "openvino" and formats.detect(path / "model.xml").name == "openvino"
+    with load(path, device="cpu") as runtime:
+        assert runtime.info.precision == precision and runtime.info.metadata.variant == "mobilenetv3"
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
+        assert failures(result, "openvino", precision) == []
+        if precision == "fp32":  # the bounds can fail: a runtime that loses its state is caught
+            broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, RATIO)
+            assert failures(broken, "openvino", "fp32")
+            # another resolution in the same dynamic model
+            small = runtime.step(np.zeros((92, 162, 3), np.uint8), 0.5)
+            assert small["pha"].shape == (92, 162, 1)
+
+
+def test_state_round_trips_through_numpy(model, clip, folder):
+    path = folder / "rvm_mobilenetv3_openvino_fp32"
+    if not path.exists():
+        path = export(model, "openvino", "fp32", folder, options=ExportOptions(validate=False))
+    with load(path, device="cpu") as runtime:
+        for frame in clip[:3]:
+            runtime.step(frame, RATIO)
+        saved = runtime.state
+        expected = runtime.step(clip[3], RATIO)["pha"]
+        runtime.reset()
+        runtime.state = saved
+        assert np.array_equal(runtime.step(clip[3], RATIO)["pha"], expected)
+
+
+def test_static_ir_with_spec(model, clip, folder):
+    options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
+    path = export(model, "openvino", "fp32", folder, options=options)
+    assert path.name == "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
+    spec = json.loads(spec_path(path).read_text())
+    assert spec["format"] == "openvino" and all(i["dtype"] == "float32" for i in spec["inputs"])
+    assert [i["shape"] for i in spec["inputs"][1:]] == [list(s) for s in
+                                                         state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
+    with load(path, device="cpu") as runtime:
+        assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
+        assert failures(result, "openvino", "fp32") == []
+        with pytest.raises(UsageError, match="takes 324x184 frames only, got 320x180"):
+            runtime.step(np.zeros((180, 320, 3), np.uint8))
+
+
+def test_official_onnx_download_runs_in_openvino(model, clip):
+    """The registry's peer row: the official file run by the OpenVINO runtime, not ONNX Runtime."""
+    (peer,) = [t for t in formats.targets(["openvino"]) if t.peer is not None]
+    with peer.format.load(need(OFFICIAL_ONNX), device="cpu") as runtime:
+        assert runtime.backend == "openvino" and runtime.info.metadata is None
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
+    assert failures(result, "openvino", "fp32") == []
+
+
+def test_int8_calibrated_with_flowing_state(model, clip, folder):
+    options = ExportOptions(calibration=calibration(), validation_frames=3)
+    path = export(model, "openvino", "int8", folder, options=options)
+    with load(path, device="cpu") as runtime:
+        assert runtime.info.precision == "int8"
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
+        assert failures(result, "openvino", "int8") == []
+        broken = compare(PyTorchRuntime(model, device="cpu"), ColourOrderSwapped(runtime), clip, RATIO)
+    assert failures(broken, "openvino", "int8"), (broken.pha_mean, broken.fgr_mean)
+
+
+def test_parity_rows_from_the_registry():
+    """Static rows and the peer come from the registry; int8 rows carry calibration only when given one."""
+    rows = {(t.name, t.precision): t for t in formats.targets(["onnx", "openvino"])}
+    assert {("onnx static", "fp32"), ("onnx static", "int8"), ("openvino static", "fp32"),
+            ("openvino static", "int8"), ("openvino (official download)", "fp32")} <= set(rows)
+    options = rows[("openvino static", "int8")].export_options((324, 184), 0.5, "clips/b.mp4")
+    assert options.static and options.resolution == (324, 184) and options.calibration == "clips/b.mp4"
+    assert rows[("openvino", "fp32")].export_options((324, 184), 0.5, "clips/b.mp4").calibration is None

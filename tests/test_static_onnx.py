@@ -1,0 +1,137 @@
+"""The static ONNX profile: one resolution, the ratio baked, true state shapes, integer Resize sizes, no
+shape computation; TensorRT-ready by construction (checked on the graph), an I/O spec beside it, accepted by
+the runtime at its own size only, and the refusals that leave nothing written."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from rvm import formats
+from rvm.cli import main as rvm_main
+from rvm.compare import compare
+from rvm.errors import UsageError
+from rvm.exporters import export
+from rvm.exporters.onnx import trace_to_onnx
+from rvm.exporters.tensorrt_check import tensorrt_problems
+from rvm.formats import ExportOptions
+from rvm.iospec import spec_path, state_shapes
+from rvm.runtimes import load
+from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.samples import validation_frames
+
+from .conftest import OFFICIAL_ONNX, need
+from .intel_helpers import FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
+
+WIDTH, HEIGHT = STATIC_SIZE
+
+
+@pytest.fixture(scope="module")
+def static_onnx(model, tmp_path_factory):
+    options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
+    return export(model, "onnx", "fp32", tmp_path_factory.mktemp("static"), options=options)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return validation_frames(FRAMES)
+
+
+def true_states():
+    return [list(s) for s in state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
+
+
+def test_graph_is_static_and_tensorrt_ready(static_onnx):
+    assert static_onnx.name == f"rvm_mobilenetv3_fp32_{WIDTH}x{HEIGHT}_s0.5.onnx"
+    graph = onnx.load(str(static_onnx))
+    assert tensorrt_problems(graph) == []
+    assert [i.name for i in graph.graph.input] == ["src", "r1i", "r2i", "r3i", "r4i"]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.graph.input) + list(graph.graph.output)}
+    assert [shapes[f"r{i}i"] for i in range(1, 5)] == true_states() == [shapes[f"r{i}o"] for i in range(1, 5)]
+    assert shapes["src"] == [1, 3, HEIGHT, WIDTH] and shapes["pha"] == [1, 1, HEIGHT, WIDTH]
+    resizes = [n for n in graph.graph.node if n.op_type == "Resize"]
+    assert resizes and all(len(n.input) == 4 and n.input[3] for n in resizes)
+    assert not {"Shape", "Gather", "ConstantOfShape"} & {n.op_type for n in graph.graph.node}
+    metadata = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(metadata["static"]) is True and float(metadata["downsample_ratio"]) == STATIC_RATIO
+
+
+def test_checker_rejects_dynamic_graphs(model):
+    """The check can fail: our dynamic graph and the official download both carry what TensorRT refuses."""
+    for graph in (trace_to_onnx(model), onnx.load(str(need(OFFICIAL_ONNX)))):
+        problems = "\n".join(tensorrt_problems(graph))
+        assert "dynamic or unknown shape" in problems and "float scales instead of integer sizes" in problems
+        assert "Shape" in problems or "computed at run time" in problems
+
+
+def test_io_spec_says_what_to_feed(static_onnx):
+    spec = json.loads(spec_path(static_onnx).read_text())
+    assert spec_path(static_onnx).name == static_onnx.name + ".iospec.json"
+    assert spec["resolution"] == [WIDTH, HEIGHT] and spec["downsample_ratio"] == STATIC_RATIO
+    inputs = {i["name"]: i for i in spec["inputs"]}
+    assert inputs["src"]["shape"] == [1, 3, HEIGHT, WIDTH] and inputs["src"]["color"] == "RGB"
+    assert inputs["src"]["range"] == [0.0, 1.0] and inputs["src"]["layout"] == "NCHW"
+    assert [inputs[f"r{i}i"]["shape"] for i in range(1, 5)] == true_states()
+    assert all(inputs[f"r{i}i"]["initial"] == "zeros" for i in range(1, 5))
+
+
+def test_runtime_matches_pytorch_and_refuses_other_sizes(static_onnx, model, clip):
+    runtime = load(static_onnx, device="cpu")
+    assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
+    result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
+    assert failures(result, "onnx", "fp32") == []
+    broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
+    assert failures(broken, "onnx", "fp32"), "a runtime that loses its state must fail the fp32 bounds"
+    with pytest.raises(UsageError, match=f"takes {WIDTH}x{HEIGHT} frames only, got 320x180"):
+        runtime.step(np.zeros((180, 320, 3), np.uint8))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "onnx", "--static"], "have the resolution and ratio baked in: pass --resolution"),
+    (["--format", "onnx", "--static", "--resolution", "320x180"], "have the resolution and ratio baked in"),
+    (["--format", "torchscript", "--static", "--resolution", "320x180", "--downsample-ratio", "0.5"],
+     "torchscript artifacts keep their shapes dynamic"),
+    (["--format", "tf", "--precision", "int8"], "tf cannot be exported in int8"),
+    (["--format", "onnx", "--precision", "int8"], "int8 needs calibration frames: pass --calibration"),
+    (["--format", "openvino", "--precision", "int8"], "int8 needs calibration frames: pass --calibration"),
+    (["--format", "onnx", "--calibration", "x.mp4"], "--calibration applies to int8 exports only"),
+    (["--format", "onnx", "--precision", "int8", "--calibration", "nonesuch.mp4"],
+     "calibration source nonesuch.mp4 does not exist"),
+])
+def test_bad_requests_are_one_line_errors_writing_nothing(argv, message, tmp_path, capsys):
+    assert rvm_main(["export", *argv, "-o", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_source_without_frames_is_refused(tmp_path):
+    empty = tmp_path / "frames"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(UsageError, match=f"calibration source {empty} has no frames"):
+        formats.plan("onnx", "int8", ExportOptions(calibration=str(empty)))
+
+
+def test_all_leaves_out_int8_without_calibration():
+    jobs = formats.plan("all", "int8", ExportOptions())
+    assert {job.format.name for job in jobs}.isdisjoint({"onnx", "openvino"})
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_builds_and_matches(static_onnx, model, clip):
+    """Where TensorRT and CUDA exist: build an engine from the static graph and compare it through ORT's
+    TensorRT provider (a parity row for the static graph on TensorRT)."""
+    import onnxruntime as ort
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no TensorRT execution provider here (needs onnxruntime-gpu with TensorRT and a CUDA GPU)")
+    session = ort.InferenceSession(str(static_onnx), providers=["TensorrtExecutionProvider"])
+    assert session.get_providers()[0] == "TensorrtExecutionProvider"
+    states = [np.zeros(i.shape, np.float32) for i in session.get_inputs()[1:]]
+    reference = PyTorchRuntime(model, device="cpu")
+    for frame in clip:
+        src = np.ascontiguousarray(frame.transpose(2, 0, 1)[None], np.float32) / 255
+        fgr, pha, *states = session.run(None, dict(zip(["src", "r1i", "r2i", "r3i", "r4i"], [src, *states])))
+        expected = reference.step(src, STATIC_RATIO)
+        assert np.abs(pha - expected["pha"]).max() <= 1e-2  # TensorRT may pick TF32/fused kernels
