@@ -1,5 +1,6 @@
 """OpenVINO IR export: a folder `model.xml` + `model.bin`, converted from our ONNX graph (dynamic with the
-runtime ratio, or the static profile) by `openvino.convert_model`.
+runtime ratio, or the static profile) by `openvino.convert_model` (int8: read by OpenVINO's ONNX frontend, then
+quantized).
 
 fp32 keeps fp32 weights; fp16 stores them compressed to fp16 (the CPU plugin still computes in fp32 unless
 told otherwise, and the I/O stays float32); int8 is NNCF post-training quantization on calibration frames
