@@ -19,9 +19,16 @@ from rvm.formats import calibration_sources
 
 log = logging.getLogger(__name__)
 
-# node-name fragments of layers kept in float: the refiner and output head work at full resolution on
-# alpha itself, where one int8 step is visible at every edge (measured: see README, INT8)
-KEEP_FP32 = ("refiner", "project_mat")
+# Node-name fragments of the layers kept in float, chosen by a per-block sweep (README, INT8):
+# int8 weights of the stem alone (features.0/1, whose activations reach 58) cost alpha MAD 7-15; the rest of the
+# encoder, LR-ASPP, the 1/2-resolution decoder block fed by the stem (decode1), the 1/16 ConvGRU (decode4, whose
+# state otherwise drifts under NNCF) and the full-resolution refiner and output head each cost 0.2-4.7. Kept in
+# float they cost little time (the encoder is ~15% of a 1080p frame at ratio 0.25; the refiner's time is
+# full-resolution Resize/Mul that int8 does not speed up); decode3, decode2 and decode0, where the decoder's
+# time goes, run int8. Every Resize (and, in OpenVINO, what converting it adds under its name) stays float too:
+# NNCF quantizing the decoder's upsampling cost 0.5.
+KEEP_FP32 = ("/backbone/", "/aspp/", "/decoder/decode4/", "/decoder/decode1/", "/project_mat/", "/refiner/",
+             "/Resize")
 CALIBRATION_UPSCALE = 2  # as export validation: the small sample clips are upscaled so a person is seen
 CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: README, INT8)
 

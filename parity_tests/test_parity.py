@@ -57,7 +57,9 @@ def test_row_within_its_tolerance(rows, target):
     assert row.status == "ok", f"{target.name} {target.precision}: {row.status}: {row.reason}"
     assert row.frames == 58
     assert None not in (row.mad, row.mse, row.grad, row.conn, row.dtssd)
-    assert 0 <= row.mad <= 1e3 * row.pha_mean + 1e-9  # MAD is the mean alpha error in the paper's units
+    # MAD is the mean alpha error in the paper's units; the metrics average in float64, the per-frame means are
+    # float32 (1.2282884285 against 1.2282884242 on a static int8 row), so the slack is relative
+    assert 0 <= row.mad <= 1e3 * row.pha_mean * (1 + 1e-6)
 
 
 @pytest.mark.parametrize("target", [target_param(t) for t in TARGETS])

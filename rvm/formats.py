@@ -231,16 +231,15 @@ def _is_openvino(path: Path) -> bool:
     return path.suffix.lower() == ".xml" or (path / "model.xml").is_file()
 
 
-# int8 (ONNX Runtime QDQ, OpenVINO NNCF; refiner and output head kept in float), calibrated on 16 frames each of
-# person_b/person_c, measured on person_a upscaled 2x at ratio 0.5, 58 frames: alpha MAD (x1e-3, the alpha mean
-# error x1000) 14.8 for ONNX, 9.1 for OpenVINO; 7.6-17.2 across all the variants tried (README, INT8). The issue's
-# MAD <= 2 goal is NOT met. Hair-edge pixels
-# flip, so the alpha max reaches the quantity's range and cannot fail before it does (0.999, kept only below the
-# range): the mean bounds carry the check (1.7x / 1.8x over ONNX's measurement) and reject a lost state or a
-# swapped colour order (tests/test_format_onnx.py, tests/test_format_openvino.py).
-INT8_TOLERANCE = Tolerance(0.999, 0.5, 2.5e-2, 2e-2,
-                           measured="ONNX: alpha max 0.97, mean 1.48e-2 (MAD 14.8), foreground max 0.24, mean 1.1e-2; "
-                                    "OpenVINO: alpha mean 0.91e-2 (MAD 9.1); person_a, 58 frames; misses MAD <= 2")
+# int8 (ONNX Runtime QDQ, OpenVINO NNCF) with the layers a per-block sweep found sensitive kept in float
+# (rvm.exporters.int8.KEEP_FP32), calibrated on 16 frames each of person_b/person_c, measured on person_a upscaled
+# 2x at ratio 0.5, 58 frames (README, INT8). The MAD bound is the issue's (alpha MAD <= 2, x1e-3) and the alpha
+# mean is the same quantity; the state zeroed every frame costs MAD 12.4-12.9, alpha max 1.0, foreground mean
+# 1.8-2.0e-2 and dtSSD 5.1, so each bound but the foreground max rejects it (parity_tests, test_format_openvino.py).
+INT8_TOLERANCE = Tolerance(0.5, 0.15, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
+                           measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
+                                    "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
+                                    "0.39; dynamic and static alike (person_a, 58 frames)")
 
 
 # the official CoreML downloads' configuration, used by `--format all` when no resolution is given
@@ -360,12 +359,7 @@ register(Format(
         # the CPU plugin's inference precision is pinned to f32 (bf16 on AMX/avx512_bf16 CPUs moves alpha by 0.2)
         "fp32": fp32_tolerance("the official ONNX and our IR match PyTorch within the fp32 bounds (person_a)"),
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="compressed weights, as ONNX fp16's bounds (person_a)"),
-        # NNCF's int8 is closer than ONNX Runtime's (alpha mean 9.1e-3 on 58 frames, 7.8e-3 on 20): the alpha mean
-        # bound is its own, so the state dropped every frame (alpha mean 1.52e-2 on 20 frames) fails it, not only
-        # the alpha max touching 1.0
-        "int8": replace(INT8_TOLERANCE, pha_mean=1.3e-2,
-                        measured="alpha mean 9.1e-3 (MAD 9.1), 58 frames; 7.8e-3, foreground mean 1.31e-2 on 20 "
-                                 "frames (person_a); misses MAD <= 2"),
+        "int8": INT8_TOLERANCE,
     },
     artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
     requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
