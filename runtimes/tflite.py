@@ -2,7 +2,8 @@
 
 A static artifact: one resolution, the ratio baked in, both read from the `rvm_metadata` entry of the flatbuffer's
 metadata table (written by rvm.exporters.tflite). The state is the interpreter's outputs, copied out each frame
-(the interpreter reuses its buffers).
+(the interpreter reuses its buffers). `kernels` picks the CPU kernel path: XNNPACK (LiteRT's default), LiteRT's
+own optimised kernels without it, or its reference kernels; artifacts are tested on all three.
 """
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from rvm.metadata import ArtifactMetadata
 from .base import Runtime, RuntimeInfo
 
 METADATA_NAME = "rvm_metadata"
+KERNELS = ("xnnpack", "builtin", "reference")
 
 
 def read_metadata(content: bytes) -> Optional[ArtifactMetadata]:
@@ -33,8 +35,13 @@ def read_metadata(content: bytes) -> Optional[ArtifactMetadata]:
 class TFLiteRuntime(Runtime):
     backend = "tflite"
 
-    def __init__(self, path, device: str = "auto", threads: Optional[int] = None, **options):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path, device: str = "auto", threads: Optional[int] = None, kernels: str = "xnnpack",
+                 **options):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        resolvers = dict(zip(KERNELS, (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                       OpResolverType.BUILTIN_REF)))
+        if kernels not in resolvers:
+            raise UsageError(f"TFLite kernels are one of {', '.join(KERNELS)}, got {kernels!r}")
         if device not in ("auto", "cpu"):
             raise BackendUnavailable(f"the TFLite runtime here runs on the CPU (XNNPACK), not {device!r}: use cpu")
         path = Path(path)
@@ -44,7 +51,8 @@ class TFLiteRuntime(Runtime):
         if metadata is None or not metadata.static:
             raise UsageError(f"{path} carries no rvm-toolkit metadata (its baked downsample ratio is unknown): "
                              f"export it with `rvm export --format tflite`")
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count(),
+                                       experimental_op_resolver_type=resolvers[kernels])
         self.interpreter.allocate_tensors()
         # tensor indices by contract name, from the serving signature (its runner itself cannot reshape under XNNPACK)
         signature = self.interpreter.get_signature_runner()

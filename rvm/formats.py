@@ -417,9 +417,11 @@ register(Format(
         "int8": Tolerance(1.0, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
                           measured="alpha max 1.0, mean 2.45e-2 (MAD 24.5), dtSSD 6.87; foreground max 0.37, mean "
                                    "2.16e-2 (person_a, 58 frames; calibrated on 16 frames each of person_b/c)"),
-        "int8-dynamic": Tolerance(0.4, 0.15, 5e-3, 1e-2,
-                                  measured="alpha max 0.24, mean 2.2e-3 (MAD 2.2); foreground max 7.1e-2, mean 4.1e-3 "
-                                           "(person_a, 58 frames); state zeroed: alpha mean 1.31e-2"),
+        # activations are quantized on the fly, differently on each kernel path: LiteRT's reference kernels put
+        # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike
+        "int8-dynamic": Tolerance(0.7, 0.2, 5e-3, 1e-2,
+                                  measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); foreground max 7.1e-2, mean "
+                                           "4.1e-3 (person_a, 58 frames); state zeroed: alpha mean 1.31e-2"),
     },
     artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"), extra="tflite",
     requires=("tensorflow", "ai_edge_litert"), runtime_requires=("ai_edge_litert",), static="always",

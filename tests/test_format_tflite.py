@@ -64,6 +64,15 @@ def test_fp32_within_1e4_of_pytorch(comparisons):
     assert comparisons["fp32"].pha_max <= 1e-4 and comparisons["fp32"].fgr_max <= 1e-4
 
 
+@pytest.mark.parametrize("kernels", ("builtin", "reference"))
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_other_kernel_paths_within_tolerance(model, artifacts, clip, kernels, precision):
+    """LiteRT's own kernels without XNNPACK, and its reference kernels, hold the same bounds (8 frames)."""
+    with TFLiteRuntime(artifacts[precision], kernels=kernels) as runtime:
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip[:8], STATIC_RATIO)
+    assert failures(result, "tflite", precision) == [], (kernels, result.pha_max, result.pha_mean, result.fgr_mean)
+
+
 def test_int8_bounds_reject_a_lost_state(model, artifacts, clip):
     """Full-integer int8 keeps little of the state: its mean bound is the one with the thinnest margin."""
     with load(artifacts["int8"], device="cpu") as runtime:
