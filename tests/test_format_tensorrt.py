@@ -5,6 +5,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import torch
 
 from rvm import formats
 from rvm.compare import compare
@@ -41,7 +42,7 @@ def test_export_fails_in_one_line_nothing_written(model, tmp_path):
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(torch_cuda := __import__("torch").cuda.is_available(), reason="a CUDA GPU is present")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 def test_installed_without_a_gpu_says_so(monkeypatch, model, tmp_path):
     """With the package present (pretended here) but no CUDA device, the one line names the missing GPU."""
     find_spec = importlib.util.find_spec
