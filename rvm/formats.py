@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import MissingDependency, UsageError
+from .errors import BackendUnavailable, MissingDependency, UsageError
 
 Resolution = Tuple[int, int]  # (width, height)
 
@@ -364,6 +364,91 @@ register(Format(
     artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
     requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
     check=_check_calibration("OpenVINO"), half_io=False, calibrated=("int8",), static_rows=("fp32", "int8")))
+
+
+def _when_sized(options: ExportOptions) -> List[ExportOptions]:
+    """`--format all` writes a static-only mobile format only when a resolution and ratio are given: it is built
+    for the device's camera size, and no size is the obvious default."""
+    return [options] if options.resolution is not None and options.downsample_ratio is not None else []
+
+
+def _is_ncnn(path: Path) -> bool:
+    return path.name.endswith(".ncnn.param") or (path / "model.ncnn.param").is_file()
+
+
+def _is_tensorrt(path: Path) -> bool:
+    return path.suffix.lower() in (".engine", ".plan") or (path / "model.engine").is_file()
+
+
+def _check_tensorrt(precision: str, options: ExportOptions) -> None:
+    """TensorRT builds engines on an NVIDIA GPU only: the package and a CUDA device, checked before any work."""
+    _no_kind("TensorRT")(precision, options)
+    if importlib.util.find_spec("tensorrt") is None:
+        raise MissingDependency("the tensorrt exporter", "tensorrt", "tensorrt")
+    import torch
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"TensorRT engines are built and run on an NVIDIA GPU: TensorRT is installed but "
+                                 f"no CUDA device is visible (torch {torch.__version__})")
+
+
+register(Format(
+    # our TF graph at one resolution, ratio baked, TFLite builtin ops only (the GPU delegate takes every op of the
+    # fp32 and fp16 artifacts: rvm.exporters.tflite.gpu_incompatible_ops). fp16: fp16 weights (what the GPU
+    # delegate runs), float I/O; int8-dynamic: int8 weights, float activations; int8: full integer, activations
+    # and states calibrated with the state flowing (rvm.exporters.int8), float I/O. 324x184 frames of person_a at
+    # ratio 0.5, 58 frames (README, mobile targets); each row's bounds reject its state zeroed every frame
+    name="tflite", title="TFLite (LiteRT)", precisions=("fp32", "fp16", "int8", "int8-dynamic"),
+    exporter="rvm.exporters.tflite:export_tflite", runtime="rvm.runtimes.tflite:TFLiteRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("alpha max 9.5e-6, mean 5.9e-8; foreground max 1.9e-6 (person_a, 58 frames)"),
+        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
+                          measured="alpha max 1.9e-2, mean 1.3e-4; foreground max 5.0e-3, mean 1.8e-4 (person_a, 58 "
+                                   "frames); state zeroed every frame: alpha mean 1.25e-2"),
+        # full integer flips a few hair-edge pixels completely (alpha max 1.0 measured), so no alpha max bound
+        # below the range holds: the means and dtSSD carry the check. Full-integer int8 keeps little of the state:
+        # run with its state zeroed every frame it is only 1.3-1.7x further off (alpha mean 3.74e-2, foreground
+        # mean 2.79e-2, dtSSD 11.8 over 20 frames), and each of the three bounds rejects that
+        "int8": Tolerance(1.0, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
+                          measured="alpha max 1.0, mean 2.45e-2 (MAD 24.5), dtSSD 6.87; foreground max 0.37, mean "
+                                   "2.16e-2 (person_a, 58 frames; calibrated on 16 frames each of person_b/c)"),
+        # activations are quantized on the fly, differently on each kernel path: LiteRT's reference kernels put
+        # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike
+        "int8-dynamic": Tolerance(0.7, 0.2, 5e-3, 1e-2,
+                                  measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); foreground max 7.1e-2, mean "
+                                           "4.1e-3 (person_a, 58 frames); state zeroed: alpha mean 1.31e-2"),
+    },
+    artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"), extra="tflite",
+    requires=("tensorflow", "ai_edge_litert"), runtime_requires=("ai_edge_litert",), static="always",
+    check=_check_calibration("TFLite"), variants=_when_sized, io_layout="NHWC", half_io=False,
+    calibrated=("int8",)))
+
+register(Format(
+    # pnnx traces the reference model at one resolution, ratio baked; a folder of model.ncnn.param/.bin and
+    # rvm_metadata.json. fp16: fp16 weights, and ncnn's fp16 storage and arithmetic on; I/O float32 either way
+    name="ncnn", title="NCNN", precisions=("fp32", "fp16"),
+    exporter="rvm.exporters.ncnn:export_ncnn", runtime="rvm.runtimes.ncnn:NcnnRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("alpha max 1.1e-5, mean 6.5e-8; foreground max 3.5e-6 (person_a, 58 frames)"),
+        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
+                          measured="alpha max 2.1e-2, mean 1.2e-4; foreground max 4.6e-3, mean 2.7e-4 (person_a, 58 "
+                                   "frames); state zeroed every frame: alpha mean 1.25e-2"),
+    },
+    artifact_name=_suffixed("", "_ncnn"), recognizes=_is_ncnn, extra="ncnn", requires=("pnnx", "ncnn"),
+    runtime_requires=("ncnn",), static="always", check=_no_kind("NCNN"), variants=_when_sized, half_io=False))
+
+register(Format(
+    # a serialized engine built from the static ONNX profile (rvm.exporters.onnx), in a folder with its
+    # rvm_metadata.json; the state stays on the GPU between frames. fp32 turns TF32 off
+    name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),
+    exporter="rvm.exporters.tensorrt:export_tensorrt", runtime="rvm.runtimes.tensorrt:TensorRTRuntime",
+    tolerances={
+        "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="not measured here (no CUDA GPU): ONNX fp16's bounds"),
+        "fp32": fp32_tolerance("not measured here (no CUDA GPU)"),
+    },
+    artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt, extra="tensorrt",
+    requires=("tensorrt", "onnx", "onnxsim"), runtime_requires=("tensorrt", "torch"), static="always",
+    check=_check_tensorrt, half_io=False, in_all=False, marks=("gpu",),
+    runs_on="an NVIDIA GPU with CUDA and TensorRT ([tensorrt] extra)"))
 
 
 # PyTorch eager runs checkpoints: the reference every format is measured against, not an exported format

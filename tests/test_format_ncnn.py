@@ -1,0 +1,98 @@
+"""NCNN: static export via pnnx from the reference model with the state as graph inputs and outputs under the
+contract names, fp32/fp16 against PyTorch within the registered bounds (which reject the state zeroed every frame),
+the metadata and I/O spec, and the refusals. The 58-frame rows are the parity suite's (parity_tests/)."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pnnx", reason="pnnx is not installed: pip install 'rvm-toolkit[ncnn]'")
+pytest.importorskip("ncnn", reason="ncnn is not installed: pip install 'rvm-toolkit[ncnn]'")
+
+from rvm import formats  # noqa: E402
+from rvm.compare import compare  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
+from rvm.exporters import export  # noqa: E402
+from rvm.exporters.ncnn import PARAM  # noqa: E402
+from rvm.formats import ExportOptions  # noqa: E402
+from rvm.iospec import spec_path, state_shapes  # noqa: E402
+from rvm.runtimes import load  # noqa: E402
+from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.samples import validation_frames  # noqa: E402
+
+from .intel_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures  # noqa: E402
+
+PRECISIONS = formats.get("ncnn").precisions
+STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
+FRAMES = 20  # as the parity suite's stateless run
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return validation_frames(FRAMES)  # person_a upscaled 2x: 324x184
+
+
+@pytest.fixture(scope="module")
+def artifacts(model, tmp_path_factory):
+    """Each precision exported once; fp32 through export validation, fp16 compared below."""
+    folder = tmp_path_factory.mktemp("ncnn")
+    return {p: export(model, "ncnn", p, folder, options=ExportOptions(**STATIC, validate=p == "fp32",
+                                                                      validation_frames=3)) for p in PRECISIONS}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, clip, precision):
+    with load(artifacts[precision], device="cpu") as runtime:
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
+        assert failures(result, "ncnn", precision) == [], (result.pha_max, result.pha_mean, result.fgr_max)
+        if precision == "fp32":
+            assert result.pha_max <= 1e-4 and result.fgr_max <= 1e-4
+        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
+    assert failures(broken, "ncnn", precision), (broken.pha_mean, broken.fgr_mean)
+
+
+def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
+    path = artifacts["fp32"]
+    assert path.name == "rvm_mobilenetv3_ncnn_fp32_324x184_s0.5" and formats.detect(path).name == "ncnn"
+    assert formats.detect(path / PARAM).name == "ncnn"
+    layers = (path / PARAM).read_text().splitlines()
+    assert [line.split()[1] for line in layers if line.startswith("Input")] == ["src", "r1i", "r2i", "r3i", "r4i"]
+    text = " ".join(layers)
+    assert all(f" {name}" in text for name in ("fgr", "pha", "r1o", "r2o", "r3o", "r4o"))
+    assert "expand_as" not in text  # a layer ncnn does not have
+    spec = json.loads(spec_path(path).read_text())
+    assert spec["format"] == "ncnn" and spec["inputs"][0]["shape"] == [1, 3, STATIC_SIZE[1], STATIC_SIZE[0]]
+    assert [i["shape"] for i in spec["inputs"][1:]] == [list(s) for s in
+                                                         state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
+    with load(path / PARAM, device="cpu") as runtime:  # the param file names its folder
+        metadata = runtime.info.metadata
+        assert metadata.precision == "fp32" and metadata.resolution == STATIC_SIZE and "pnnx" in metadata.versions
+
+
+def test_state_round_trips(artifacts, clip):
+    """The state read out and written back continues the stream exactly."""
+    with load(artifacts["fp32"], device="cpu") as runtime:
+        runtime.step(clip[0])
+        saved = runtime.state
+        assert [s.shape for s in saved] == state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)
+        expected = runtime.step(clip[1])["pha"]
+        runtime.reset()
+        runtime.state = saved
+        np.testing.assert_array_equal(runtime.step(clip[1])["pha"], expected)
+
+
+def test_wrong_frame_size_is_one_line(artifacts):
+    with load(artifacts["fp16"], device="cpu") as runtime:
+        with pytest.raises(UsageError, match="takes 324x184 frames only, got 184x324") as error:
+            runtime.step(np.zeros((324, 184, 3), np.uint8))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("precision,options,message", [
+    ("fp32", ExportOptions(resolution=STATIC_SIZE), "--downsample-ratio"),  # no ratio: a dynamic request
+    ("int8", ExportOptions(**STATIC), "supports fp32, fp16"),
+])
+def test_refused_before_any_work(model, tmp_path, precision, options, message):
+    with pytest.raises(UsageError, match=message) as error:
+        export(model, "ncnn", precision, tmp_path / "out", options=options)
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
