@@ -39,8 +39,10 @@ class Tolerance:
     """How far an artifact may be from PyTorch fp32 over many recurrent frames of real footage (alpha and
     foreground in 0..1). `max` bounds the worst pixel, `mean` the mean absolute error; `fast_guided_filter_max`
     replaces both max bounds for the fast guided filter, whose eps amplifies float rounding (see
-    FAST_GUIDED_FILTER_FP32_FLOOR). `measured` records what the bounds were derived from."""
-    pha_max: float
+    FAST_GUIDED_FILTER_FP32_FLOOR). `measured` records what the bounds were derived from. `pha_max` is None where
+    quantization flips hair-edge pixels completely, so no alpha max below the range holds: the means, MAD and dtSSD
+    carry the check there."""
+    pha_max: Optional[float]
     fgr_max: float
     pha_mean: float
     fgr_mean: float
@@ -53,7 +55,8 @@ class Tolerance:
         if refiner != "fast_guided_filter" or self.fast_guided_filter_max is None:
             return self
         floor = self.fast_guided_filter_max
-        return replace(self, pha_max=max(self.pha_max, floor), fgr_max=max(self.fgr_max, floor))
+        return replace(self, pha_max=None if self.pha_max is None else max(self.pha_max, floor),
+                       fgr_max=max(self.fgr_max, floor))
 
     def failures(self, pha_max: float, fgr_max: float, pha_mean: float, fgr_mean: float,
                  mad: Optional[float] = None, dtssd: Optional[float] = None) -> List[str]:
@@ -325,8 +328,8 @@ register(Format(
         "mixed": Tolerance(1e-1, 6e-2, 1e-3, 2e-3,
                            measured="alpha max 3.3e-2, mean 1.8e-4 (person_a); foreground max 2.9e-2, mean 5.7e-4 "
                                     "(person_b); 58 frames"),
-        # hair-edge pixels flip, so the alpha max cannot fail before the range does: the means carry the check
-        "int8": Tolerance(0.999, 0.6, 1.3e-2, 4e-2,
+        # hair-edge pixels flip completely (alpha max 1.0 in a CI run), so alpha has no max bound
+        "int8": Tolerance(None, 0.6, 1.3e-2, 4e-2,
                           measured="alpha max 0.9975, mean 1.02e-2 (person_a); foreground max 0.40, mean 2.9e-2 "
                                    "(person_b); 58 frames"),
         # foreground max as ONNX fp16's (2.4e-2 on person_b)
@@ -404,11 +407,11 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
                           measured="alpha max 1.9e-2, mean 1.3e-4; foreground max 5.0e-3, mean 1.8e-4 (person_a, 58 "
                                    "frames); state zeroed every frame: alpha mean 1.25e-2"),
-        # full integer flips a few hair-edge pixels completely (alpha max 1.0 measured), so no alpha max bound
-        # below the range holds: the means and dtSSD carry the check. Full-integer int8 keeps little of the state:
+        # full integer flips a few hair-edge pixels completely (alpha max 1.0 measured), so alpha has no max bound.
+        # Full-integer int8 keeps little of the state:
         # run with its state zeroed every frame it is only 1.3-1.7x further off (alpha mean 3.74e-2, foreground
         # mean 2.79e-2, dtSSD 11.8 over 20 frames), and each of the three bounds rejects that
-        "int8": Tolerance(1.0, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
+        "int8": Tolerance(None, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
                           measured="alpha max 1.0, mean 2.45e-2 (MAD 24.5), dtSSD 6.87; foreground max 0.37, mean "
                                    "2.16e-2 (person_a, 58 frames; calibrated on 16 frames each of person_b/c)"),
         # activations are quantized on the fly, differently on each kernel path: LiteRT's reference kernels put

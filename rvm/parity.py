@@ -124,7 +124,8 @@ def to_markdown(rows: List[ParityRow]) -> str:
              "| Conn | dtSSD | worst frame | drift | tolerance (max) | reason |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        tol = "" if r.tolerance is None else f"{r.tolerance['pha_max']:.3g} / {r.tolerance['fgr_max']:.3g}"
+        tol = "" if r.tolerance is None else (f"{_number(r.tolerance.get('pha_max'), '.3g') or 'none'} / "
+                                              f"{r.tolerance['fgr_max']:.3g}")
         drift = "" if r.drift is None else f"{r.drift:.2f}x"
         metrics = " | ".join(_number(getattr(r, name), ".3g") for name in METRICS)
         lines.append(f"| {r.name} | {r.precision} | {r.status} | {r.frames or ''} | {_number(r.pha_max)} | "

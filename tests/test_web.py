@@ -50,7 +50,8 @@ CLIP_FRAMES = 30
 # rejected). GPU backends get room for hardware fp32 arithmetic.
 SAME_ENGINE = {"wasm": (5e-5, 1e-6), "webgl": (1e-3, 1e-5), "webgpu": (1e-3, 1e-5)}
 FRAMES = {"wasm": 8, "webgl": 3, "webgpu": 8}  # WebGL through SwiftShader takes ~2.5 s a frame here
-TFJS_MODEL, ONNX_MODEL = "rvm_mobilenetv3_tfjs_int8", "rvm_mobilenetv3_fp32"
+TFJS_PRECISION = formats.get("tfjs").precisions[0]  # the default a user's `rvm export --format tfjs` writes
+TFJS_MODEL, ONNX_MODEL = f"rvm_mobilenetv3_tfjs_{TFJS_PRECISION}", "rvm_mobilenetv3_fp32"
 CAMERA = ["--no-sandbox", "--use-fake-device-for-media-stream", "--enable-unsafe-swiftshader"]
 
 
@@ -64,7 +65,7 @@ def artifacts(model, tmp_path_factory):
     """The TF.js and fp32 ONNX artifacts, exported once (the page's comparisons are the validation here)."""
     folder = tmp_path_factory.mktemp("web-models")
     options = ExportOptions(validate=False)
-    return {"tfjs": export(model, "tfjs", "int8", folder, options=options),
+    return {"tfjs": export(model, "tfjs", TFJS_PRECISION, folder, options=options),
             "onnx": export(model, "onnx", "fp32", folder, options=options)}
 
 
@@ -223,8 +224,8 @@ def test_tfjs_page_matches_node_runner_and_pytorch(page, url, results, artifacts
     # the bound would reject a page that drops the recurrent state each frame
     with pytest.raises(AssertionError):
         assert_same_engine(stateless, backend)
-    assert_within_registered(torch, "tfjs", "int8")
-    assert torch.pha_mean > 1e-5, "uint8 weights must differ from PyTorch: was PyTorch compared with itself?"
+    assert_within_registered(torch, "tfjs", TFJS_PRECISION)
+    assert torch.pha_mean > 1e-5, "stored weights must differ from PyTorch: was PyTorch compared with itself?"
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
