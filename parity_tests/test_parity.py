@@ -13,6 +13,7 @@ from rvm.compare import compare
 from rvm.parity import run_parity, to_json, to_markdown
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.samples import validation_frames
+from tests.artifact_helpers import StateZeroedEveryFrame
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
 
 ON_MACOS = sys.platform == "darwin"
@@ -91,20 +92,6 @@ def test_state_zeroed_every_frame_fails_the_row(rows, model, frames, target):
     problems = result.failures(target.format.tolerance(target.precision, model.refiner_name))
     assert problems, (f"{target.name} {target.precision}: a stateless run (alpha mean {result.pha_mean:.2e}, "
                       f"MAD {result.metrics.mad:.2f}) passes the bounds, which therefore cannot catch that bug")
-
-
-class StateZeroedEveryFrame:
-    """A broken deployment: the client forgets to feed r1o..r4o back, every frame starts from zeros."""
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-
-    def reset(self):
-        self.runtime.reset()
-
-    def step(self, frame, downsample_ratio=None):
-        self.runtime.reset()
-        return self.runtime.step(frame, downsample_ratio)
 
 
 @pytest.mark.skipif(ON_MACOS, reason="on macOS CoreML runs and is held to its tolerance above")

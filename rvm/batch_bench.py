@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from .batch import LEDGER_NAME, STATE_FOLDER, batch_convert
+from .batch import LEDGER_NAME, batch_convert
+from .batch_jobs import STATE_FOLDER
 
 LAYOUTS = {"local 1x2": dict(workers=1, threads=2), "local 2x1": dict(workers=2, threads=1),
            "ray 2x1": dict(use_ray=True, threads=1)}

@@ -12,7 +12,8 @@ import threading
 from typing import Any, Callable, List, Optional
 from urllib.parse import urlparse
 
-from .batch import THREADS_PER_WORKER, BatchError, Job, JobFailed, Pool, Worker
+from .batch_jobs import BatchError, Job, JobFailed
+from .batch_workers import THREADS_PER_WORKER, Pool, Worker
 from .errors import MissingDependency
 
 log = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ def frame_count(path, resize=None) -> Optional[int]:
 
 
 def convert_job(job, runtime, on_frames: Callable[[int], None]) -> dict:
-    """Run `job` (a `rvm.batch.Job`) on `runtime`; returns frames, segments and how many were reused."""
+    """Run `job` (a `rvm.batch_jobs.Job`) on `runtime`; returns frames, segments and how many were reused."""
     count = frame_count(job.input, job.options.get("input_resize")) if job.segment_frames else None
     if not count or count <= job.segment_frames:
         summary = convert_video(job.input, runtime=runtime, progress=False, overwrite=True, on_frames=on_frames,

@@ -1,10 +1,12 @@
-"""The `rvm` command. Each verb is a `_add_<verb>(subparsers)` function registered in VERBS; it sets
-`handler` to the function that runs it with the parsed arguments.
+"""The `rvm` command. Each verb is a `_add_<verb>(subparsers)` function registered in VERBS (`_module_verb` for
+a verb whose module brings its own arguments); it sets `handler` to the function that runs it with the parsed
+arguments.
 
 User errors (`rvm.errors.UsageError`: bad input, existing outputs, a missing extra) print one line
 `rvm: error: ...` and exit 2; other failures print one line and exit 1; `-v` shows the traceback.
 """
 import argparse
+import importlib
 import logging
 import sys
 import traceback
@@ -150,7 +152,8 @@ def _run_export(args) -> int:
 
 
 def _add_batch(subparsers) -> None:
-    from .batch import DEFAULT_RETRIES, OUTPUT_KINDS
+    from .batch import DEFAULT_RETRIES
+    from .batch_jobs import OUTPUT_KINDS
     parser = subparsers.add_parser(
         "batch", help="matte many videos: a local worker pool by default, or a Ray cluster (--ray)",
         description="Convert many inputs with one model. Re-running the same command skips the jobs the ledger in "
@@ -209,36 +212,29 @@ def _run_batch(args) -> int:
 
 
 # verb registration: a new verb is one `_add_<verb>` function and one entry here
-def _add_parity(subparsers) -> None:
-    from . import parity
-    parser = subparsers.add_parser(
-        "parity", help="compare every backend and precision with PyTorch fp32 on real footage",
-        description="Export the checkpoint to every format, run each artifact over real frames with recurrent "
-                    "state, and print the error against PyTorch fp32 per backend (exit 1 if one is over tolerance).")
-    parity.add_arguments(parser)
-    parser.set_defaults(handler=parity.command)
+def _module_verb(name: str, help: str, description: str) -> Callable:
+    """A verb whose module `rvm.<name>` defines `add_arguments(parser)` and `command(args)`."""
+    def add(subparsers) -> None:
+        module = importlib.import_module(f".{name}", __package__)
+        parser = subparsers.add_parser(name, help=help, description=description)
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.command)
+    return add
 
 
-def _add_bench(subparsers) -> None:
-    from . import bench
-    parser = subparsers.add_parser(
-        "bench", help="throughput and memory per backend, as ratios to PyTorch eager fp32",
-        description="Tensor throughput, end-to-end conversion throughput (pipelined vs sequential) and peak "
-                    "memory per backend, each measured beside PyTorch eager fp32 in the same run.")
-    bench.add_arguments(parser)
-    parser.set_defaults(handler=bench.command)
-
-
-def _add_web(subparsers) -> None:
-    from . import web
-    parser = subparsers.add_parser(
-        "web", help="build (and serve) a page that mattes camera or video in the browser with TF.js/ONNX artifacts",
-        description="Write a self-contained folder: a page that mattes the camera or a local video in the browser "
-                    "with the given TF.js and ONNX artifacts (TF.js on WebGPU, WebGL or wasm; onnxruntime-web on "
-                    "WebGPU or wasm), with its engines copied in, so it needs no network. --serve serves it on "
-                    "127.0.0.1.")
-    web.add_arguments(parser)
-    parser.set_defaults(handler=web.command)
+_add_parity = _module_verb(
+    "parity", help="compare every backend and precision with PyTorch fp32 on real footage",
+    description="Export the checkpoint to every format, run each artifact over real frames with recurrent state, "
+                "and print the error against PyTorch fp32 per backend (exit 1 if one is over tolerance).")
+_add_bench = _module_verb(
+    "bench", help="throughput and memory per backend, as ratios to PyTorch eager fp32",
+    description="Tensor throughput, end-to-end conversion throughput (pipelined vs sequential) and peak memory "
+                "per backend, each measured beside PyTorch eager fp32 in the same run.")
+_add_web = _module_verb(
+    "web", help="build (and serve) a page that mattes camera or video in the browser with TF.js/ONNX artifacts",
+    description="Write a self-contained folder: a page that mattes the camera or a local video in the browser with "
+                "the given TF.js and ONNX artifacts (TF.js on WebGPU, WebGL or wasm; onnxruntime-web on WebGPU or "
+                "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
 
 
 VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_web]

@@ -408,9 +408,9 @@ register(Format(
                           measured="alpha max 1.9e-2, mean 1.3e-4; foreground max 5.0e-3, mean 1.8e-4 (person_a, 58 "
                                    "frames); state zeroed every frame: alpha mean 1.25e-2"),
         # full integer flips a few hair-edge pixels completely (alpha max 1.0 measured), so alpha has no max bound.
-        # Full-integer int8 keeps little of the state:
-        # run with its state zeroed every frame it is only 1.3-1.7x further off (alpha mean 3.74e-2, foreground
-        # mean 2.79e-2, dtSSD 11.8 over 20 frames), and each of the three bounds rejects that
+        # It keeps little of the state: run with its state zeroed every frame it is only 1.3-1.7x further off
+        # (alpha mean 3.74e-2, foreground mean 2.79e-2, dtSSD 11.8 over 20 frames), and each of the three bounds
+        # rejects that
         "int8": Tolerance(None, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
                           measured="alpha max 1.0, mean 2.45e-2 (MAD 24.5), dtSSD 6.87; foreground max 0.37, mean "
                                    "2.16e-2 (person_a, 58 frames; calibrated on 16 frames each of person_b/c)"),

@@ -24,8 +24,8 @@ LAYERS = [
                     "rvm.memory"]),
     ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
     ("exporters", ["rvm.exporters"]),
-    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.batch", "rvm.batch_ray", "rvm.batch_segments",
-                      "rvm.batch_bench", "rvm.web", "rvm.cli"]),
+    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.batch", "rvm.batch_jobs", "rvm.batch_workers",
+                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.cli"]),
 ]
 
 

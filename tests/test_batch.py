@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.batch import LEDGER_NAME, STATE_FOLDER, SUMMARY_NAME, BatchError, batch_convert, plan_jobs, read_manifest
+from rvm.batch import LEDGER_NAME, SUMMARY_NAME, batch_convert
+from rvm.batch_jobs import STATE_FOLDER, BatchError, plan_jobs, read_manifest
 from rvm.cli import main
 from rvm.convert import convert_video
 from rvm.video import VideoSink, read_frames, read_rgba
@@ -322,7 +323,7 @@ def test_ray_redoes_the_job_of_a_killed_actor(tmp_path, clips, reference, model,
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA GPUs here: one worker per GPU (test_batch_on_gpus)")
 def test_local_pool_is_one_single_thread_worker_per_core_without_gpus():
-    from rvm.batch import THREADS_PER_WORKER, local_pool
+    from rvm.batch_workers import THREADS_PER_WORKER, local_pool
     pool = local_pool("model.onnx")
     assert [(slot.device, slot.threads) for slot in pool.slots] == [("cpu", THREADS_PER_WORKER)] * os.cpu_count()
     assert [(slot.device, slot.threads) for slot in local_pool("model.onnx", workers=3, threads=2).slots] == \

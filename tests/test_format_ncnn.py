@@ -3,7 +3,6 @@ contract names, fp32/fp16 against PyTorch within the registered bounds (which re
 the metadata and I/O spec, and the refusals. The 58-frame rows are the parity suite's (parity_tests/)."""
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pnnx", reason="pnnx is not installed: pip install 'rvm-toolkit[ncnn]'")
@@ -20,7 +19,8 @@ from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.samples import validation_frames  # noqa: E402
 
-from .intel_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures  # noqa: E402
+from .artifact_helpers import (STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,  # noqa: E402
+                               assert_state_round_trips, failures)
 
 PRECISIONS = formats.get("ncnn").precisions
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
@@ -69,23 +69,10 @@ def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
         assert metadata.precision == "fp32" and metadata.resolution == STATIC_SIZE and "pnnx" in metadata.versions
 
 
-def test_state_round_trips(artifacts, clip):
-    """The state read out and written back continues the stream exactly."""
+def test_state_round_trips_and_other_sizes_refused(artifacts, clip):
     with load(artifacts["fp32"], device="cpu") as runtime:
-        runtime.step(clip[0])
-        saved = runtime.state
-        assert [s.shape for s in saved] == state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)
-        expected = runtime.step(clip[1])["pha"]
-        runtime.reset()
-        runtime.state = saved
-        np.testing.assert_array_equal(runtime.step(clip[1])["pha"], expected)
-
-
-def test_wrong_frame_size_is_one_line(artifacts):
-    with load(artifacts["fp16"], device="cpu") as runtime:
-        with pytest.raises(UsageError, match="takes 324x184 frames only, got 184x324") as error:
-            runtime.step(np.zeros((324, 184, 3), np.uint8))
-    assert "\n" not in str(error.value)
+        assert_state_round_trips(runtime, clip[:2], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+        assert_refuses_other_sizes(runtime)
 
 
 @pytest.mark.parametrize("precision,options,message", [

@@ -9,7 +9,6 @@ pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install '
 
 from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
-from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
@@ -17,9 +16,9 @@ from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.samples import validation_frames  # noqa: E402
 
+from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
+                               assert_refuses_other_sizes, assert_state_round_trips, calibration, failures)
 from .conftest import OFFICIAL_ONNX, need  # noqa: E402
-from .intel_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
-                            calibration, failures)
 
 RATIO = 0.5
 
@@ -56,13 +55,7 @@ def test_state_round_trips_through_numpy(model, clip, folder):
     if not path.exists():
         path = export(model, "openvino", "fp32", folder, options=ExportOptions(validate=False))
     with load(path, device="cpu") as runtime:
-        for frame in clip[:3]:
-            runtime.step(frame, RATIO)
-        saved = runtime.state
-        expected = runtime.step(clip[3], RATIO)["pha"]
-        runtime.reset()
-        runtime.state = saved
-        assert np.array_equal(runtime.step(clip[3], RATIO)["pha"], expected)
+        assert_state_round_trips(runtime, clip[:4], RATIO)
 
 
 def test_static_ir_with_spec(model, clip, folder):
@@ -77,8 +70,7 @@ def test_static_ir_with_spec(model, clip, folder):
         assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
         assert failures(result, "openvino", "fp32") == []
-        with pytest.raises(UsageError, match="takes 324x184 frames only, got 320x180"):
-            runtime.step(np.zeros((180, 320, 3), np.uint8))
+        assert_refuses_other_sizes(runtime)
 
 
 def test_official_onnx_download_runs_in_openvino(model, clip):

@@ -16,7 +16,7 @@ from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.samples import validation_frames
 
-from .intel_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
+from .artifact_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
 
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
 

@@ -3,7 +3,6 @@ PyTorch within its registered bounds (and full-integer int8's bounds rejecting t
 metadata inside the flatbuffer, and the refusals. The 58-frame rows are the parity suite's (parity_tests/)."""
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="TensorFlow is not installed: pip install 'rvm-toolkit[tflite]'")
@@ -21,7 +20,8 @@ from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tflite import TFLiteRuntime  # noqa: E402
 from rvm.samples import validation_frames  # noqa: E402
 
-from .intel_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, calibration, failures  # noqa: E402
+from .artifact_helpers import (STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,  # noqa: E402
+                               assert_state_round_trips, calibration, failures)
 
 PRECISIONS = formats.get("tflite").precisions
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
@@ -128,23 +128,11 @@ def test_metadata_inside_and_io_spec_beside(artifacts):
         assert metadata.downsample_ratio == STATIC_RATIO and "tensorflow" in metadata.versions
 
 
-def test_state_round_trips(artifacts, clip):
+def test_state_round_trips_and_other_sizes_refused(artifacts, clip):
     with load(artifacts["fp16"], device="cpu") as runtime:
-        runtime.step(clip[0])
-        saved = runtime.state
-        assert [s.shape for s in saved] == state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)
-        expected = runtime.step(clip[1])["pha"]
-        runtime.reset()
-        runtime.state = saved
-        np.testing.assert_array_equal(runtime.step(clip[1])["pha"], expected)
-
-
-def test_wrong_frame_size_is_one_line(artifacts):
-    with load(artifacts["fp32"], device="cpu") as runtime:
         assert runtime.info.baked_downsample_ratio == STATIC_RATIO
-        with pytest.raises(UsageError, match="takes 324x184 frames only, got 320x180") as error:
-            runtime.step(np.zeros((180, 320, 3), np.uint8))
-    assert "\n" not in str(error.value)
+        assert_state_round_trips(runtime, clip[:2], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+        assert_refuses_other_sizes(runtime)
 
 
 def test_model_without_our_metadata_refused(tmp_path):

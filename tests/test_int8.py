@@ -12,7 +12,7 @@ from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.samples import validation_frames
 
-from .intel_helpers import FRAMES, ColourOrderSwapped, calibration, failures
+from .artifact_helpers import FRAMES, ColourOrderSwapped, calibration, failures
 
 RATIO = 0.5
 

@@ -20,8 +20,9 @@ from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.samples import validation_frames
 
+from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,
+                               assert_state_round_trips, failures)
 from .conftest import OFFICIAL_ONNX, need
-from .intel_helpers import FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
 
 WIDTH, HEIGHT = STATIC_SIZE
 
@@ -76,15 +77,15 @@ def test_io_spec_says_what_to_feed(static_onnx):
     assert all(inputs[f"r{i}i"]["initial"] == "zeros" for i in range(1, 5))
 
 
-def test_runtime_matches_pytorch_and_refuses_other_sizes(static_onnx, model, clip):
+def test_runtime_matches_pytorch_keeps_its_state_and_refuses_other_sizes(static_onnx, model, clip):
     runtime = load(static_onnx, device="cpu")
     assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
     result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
     assert failures(result, "onnx", "fp32") == []
     broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
     assert failures(broken, "onnx", "fp32"), "a runtime that loses its state must fail the fp32 bounds"
-    with pytest.raises(UsageError, match=f"takes {WIDTH}x{HEIGHT} frames only, got 320x180"):
-        runtime.step(np.zeros((180, 320, 3), np.uint8))
+    assert_refuses_other_sizes(runtime)
+    assert_state_round_trips(runtime, clip[:3], shapes=true_states())
 
 
 @pytest.mark.parametrize("argv, message", [

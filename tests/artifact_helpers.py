@@ -1,6 +1,11 @@
-"""What the static, OpenVINO and int8 tests share: calibration clips that are not the parity clip, and runtimes
-broken on purpose that each row's bounds must reject."""
+"""What the artifact tests (static graphs, OpenVINO, int8, mobile formats) and the parity suite share: calibration
+clips that are not the parity clip, the contract checks every stateful artifact must pass, and runtimes broken on
+purpose that each row's bounds must reject."""
+import numpy as np
+import pytest
+
 from rvm import formats
+from rvm.errors import UsageError
 
 from .conftest import CLIPS, need
 
@@ -16,6 +21,28 @@ def calibration() -> str:
 def failures(result, fmt: str, precision: str):
     """What of `result` exceeds the registry's bounds for this format and precision."""
     return result.failures(formats.get(fmt).tolerance(precision))
+
+
+def assert_state_round_trips(runtime, frames, ratio=None, shapes=None) -> None:
+    """The state read out after frames[:-1] and written into a reset runtime continues the stream exactly."""
+    for frame in frames[:-1]:
+        runtime.step(frame, ratio)
+    saved = runtime.state
+    if shapes is not None:
+        assert [s.shape for s in saved] == [tuple(shape) for shape in shapes]
+    expected = runtime.step(frames[-1], ratio)["pha"]
+    runtime.reset()
+    runtime.state = saved
+    np.testing.assert_array_equal(runtime.step(frames[-1], ratio)["pha"], expected)
+
+
+def assert_refuses_other_sizes(runtime, size=STATIC_SIZE) -> None:
+    """A static artifact refuses a frame of another size (here the transposed one, which catches a width/height
+    mix-up) in one line naming the size it takes."""
+    width, height = size
+    with pytest.raises(UsageError, match=f"takes {width}x{height} frames only, got {height}x{width}") as error:
+        runtime.step(np.zeros((width, height, 3), np.uint8))
+    assert "\n" not in str(error.value)
 
 
 class StateZeroedEveryFrame:
