@@ -2,7 +2,8 @@
 
 One job model for every executor: a `Job` names an input, its outputs and its `convert_video` options. A
 `Worker` loads the model once and runs job after job with `convert_video` (the one matting path). The driver
-hands jobs to executor slots (a worker process here, a Ray actor there: see `rvm.batch_ray`), and alone writes
+hands jobs to executor slots (a worker process here, a Ray actor there: see `rvm.batch_workers` and
+`rvm.batch_ray`; the job model and ledger are `rvm.batch_jobs`), and alone writes
 the ledger, an append-only JSON-lines file in the output folder: a job is `running`, then `done` or `failed`
 (with a one-line reason). Re-running the same command skips `done` jobs and redoes the rest; a failed attempt is
 retried a bounded number of times, at the back of the queue, while the other jobs go on.
@@ -25,14 +26,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from .batch_jobs import (JOB_OPTIONS, STATE_FOLDER, BatchError, Job, JobFailed, Ledger, plan_jobs,
-                         remove_partials)
+from .batch_jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
 from .batch_workers import PROGRESS_EVERY_S, Pool, local_pool
 from .video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-LEDGER_NAME = "ledger.jsonl"
 SUMMARY_NAME = "rvm-batch-summary.json"
 DEFAULT_RETRIES = 2
 
@@ -258,7 +257,7 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
     segment_frames = DEFAULT_SEGMENT_FRAMES if segment_frames is None else segment_frames
     jobs = plan_jobs(inputs, output_dir, manifest, outputs, output_type, video_format, rgba_format, options,
                      resolve_model(model), segment_frames)
-    ledger = Ledger(output_dir / STATE_FOLDER / LEDGER_NAME)
+    ledger = Ledger(ledger_path(output_dir))
     todo = [job for job in jobs if ledger.state(job) != "done"]
     if not overwrite:
         for job in todo:

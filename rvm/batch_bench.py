@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from .batch import LEDGER_NAME, batch_convert
-from .batch_jobs import STATE_FOLDER
+from .batch import batch_convert
+from .batch_jobs import ledger_path
 
 LAYOUTS = {"local 1x2": dict(workers=1, threads=2), "local 2x1": dict(workers=2, threads=1),
            "ray 2x1": dict(use_ray=True, threads=1)}
@@ -30,7 +30,7 @@ def measure(inputs: List[str], model: str, layout: dict, options: dict) -> Dict[
         result = batch_convert(inputs, folder, model=model, progress=False, **layout, **options)
         wall = time.time() - started
         assert result.succeeded, result.jobs
-        records = [json.loads(line) for line in (folder / STATE_FOLDER / LEDGER_NAME).read_text().splitlines()]
+        records = [json.loads(line) for line in ledger_path(folder).read_text().splitlines()]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     first = min(r["time"] for r in records if r["state"] == "running")

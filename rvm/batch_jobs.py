@@ -211,6 +211,14 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
 
 # ---- the ledger ------------------------------------------------------------------------------------
 
+LEDGER_NAME = "ledger.jsonl"
+
+
+def ledger_path(output_dir) -> Path:
+    """Where a batch writing to `output_dir` keeps its ledger."""
+    return Path(output_dir) / STATE_FOLDER / LEDGER_NAME
+
+
 class Ledger:
     """Append-only JSON lines, one record per state change; the last record of a job is its state. Each line is
     flushed and fsynced, and a torn last line (the driver killed while writing) is ignored on reading."""

@@ -45,28 +45,26 @@ def assert_refuses_other_sizes(runtime, size=STATIC_SIZE) -> None:
     assert "\n" not in str(error.value)
 
 
-class StateZeroedEveryFrame:
-    """A runtime whose recurrent state is lost between frames: what a broken export or runner does."""
+class BrokenOnPurpose:
+    """A runtime wrapped to make one deployment mistake in `step`; everything else passes through."""
 
     def __init__(self, runtime):
         self.runtime = runtime
 
     def reset(self):
         self.runtime.reset()
+
+
+class StateZeroedEveryFrame(BrokenOnPurpose):
+    """A runtime whose recurrent state is lost between frames: what a broken export or runner does."""
 
     def step(self, frame, downsample_ratio=None):
         self.runtime.reset()
         return self.runtime.step(frame, downsample_ratio)
 
 
-class ColourOrderSwapped:
+class ColourOrderSwapped(BrokenOnPurpose):
     """A runtime fed BGR instead of RGB: the commonest deployment mistake with OpenCV frames."""
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-
-    def reset(self):
-        self.runtime.reset()
 
     def step(self, frame, downsample_ratio=None):
         return self.runtime.step(frame[..., ::-1].copy(), downsample_ratio)

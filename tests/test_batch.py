@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.batch import LEDGER_NAME, SUMMARY_NAME, batch_convert
-from rvm.batch_jobs import STATE_FOLDER, BatchError, plan_jobs, read_manifest
+from rvm.batch import SUMMARY_NAME, batch_convert
+from rvm.batch_jobs import STATE_FOLDER, BatchError, ledger_path, plan_jobs, read_manifest
 from rvm.cli import main
 from rvm.convert import convert_video
 from rvm.video import VideoSink, read_frames, read_rgba
@@ -58,7 +58,7 @@ def reference(tmp_path_factory, clips, model):
 
 
 def ledger_records(output_dir: Path) -> list:
-    path = output_dir / STATE_FOLDER / LEDGER_NAME
+    path = ledger_path(output_dir)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -193,7 +193,7 @@ def test_rerun_after_a_crash_redoes_only_unfinished_jobs(tmp_path, clips, refere
     assert first.counts == {"done": 1}
     jobs = plan_jobs([str(clips / "person_c.mp4")], output_dir, outputs=OUTPUTS, output_type="png_sequence",
                      model=model)
-    with open(output_dir / STATE_FOLDER / LEDGER_NAME, "a") as ledger:
+    with open(ledger_path(output_dir), "a") as ledger:
         ledger.write(json.dumps({"job": jobs[0].id, "input": jobs[0].input, "state": "running", "frames": 9}) + "\n")
         ledger.write('{"job": "torn')  # the driver died mid-line
     (output_dir / ".person_c.alpha.partial-abcd1234").mkdir()
