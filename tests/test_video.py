@@ -148,12 +148,13 @@ def test_a_failed_write_leaves_nothing(tmp_path):
 
 
 def test_existing_output_needs_overwrite(tmp_path):
+    frame = read_frames(need(CLIPS / "person_a.mp4"), 1)[0]
     (tmp_path / "out.mp4").write_bytes(b"keep me")
     with pytest.raises(VideoError, match="already exists: pass --overwrite"):
         VideoSink(tmp_path / "out.mp4", 20, (162, 92))
     assert (tmp_path / "out.mp4").read_bytes() == b"keep me"
     with VideoSink(tmp_path / "out.mp4", 20, (162, 92), overwrite=True) as sink:
-        sink.write(read_frames(CLIPS / "person_a.mp4", 1)[0])
+        sink.write(frame)
     assert decoded(tmp_path / "out.mp4")[0] == 1
 
 
