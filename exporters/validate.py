@@ -29,10 +29,10 @@ def validate_artifact(model, path: Path, entry: Format, precision: str, options:
     with candidate:
         result = compare(reference, candidate, [np.asarray(f) for f in frames], ratio)
     bounds = entry.tolerance(precision, model.refiner_name)
-    alpha_bound = "none" if bounds.pha_max is None else f"{bounds.pha_max:.0e}"
+    alpha_bound = "none" if bounds.pha_max is None else f"{bounds.pha_max:.2g}"
     summary = (f"{entry.name} {precision}: {result.frames} frames, alpha max abs {result.pha_max:.2e} (tolerance "
-               f"{alpha_bound}), alpha mean abs {result.pha_mean:.2e} (tolerance {bounds.pha_mean:.0e}), "
-               f"foreground max abs {result.fgr_max:.2e} (tolerance {bounds.fgr_max:.0e})")
+               f"{alpha_bound}), alpha mean abs {result.pha_mean:.2e} (tolerance {bounds.pha_mean:.2g}), "
+               f"foreground max abs {result.fgr_max:.2e} (tolerance {bounds.fgr_max:.2g})")
     problems = result.failures(bounds)
     if problems:
         raise ValidationError(f"validation failed, artifact removed: {summary}; " + "; ".join(problems))

@@ -239,10 +239,13 @@ def _is_openvino(path: Path) -> bool:
 # 2x at ratio 0.5, 58 frames (README, INT8). The MAD bound is the issue's (alpha MAD <= 2, x1e-3) and the alpha
 # mean is the same quantity; the state zeroed every frame costs MAD 12.4-12.9, alpha max 1.0, foreground mean
 # 1.8-2.0e-2 and dtSSD 5.1, so each bound but the foreground max rejects it (parity_tests, test_format_openvino.py).
-INT8_TOLERANCE = Tolerance(0.5, 0.15, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
+# The worst pixels grow with the frame: a static 1920x1080 export validated on person_a reached foreground max 0.165
+# and alpha max 0.24 over 8 frames, so the foreground max bound is 0.3, not the 0.15 the small clip suggested.
+INT8_TOLERANCE = Tolerance(0.5, 0.3, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
                            measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
                                     "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
-                                    "0.39; dynamic and static alike (person_a, 58 frames)")
+                                    "0.39; dynamic and static alike (person_a, 58 frames); static 1920x1080 ONNX: "
+                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)")
 
 
 # the official CoreML downloads' configuration, used by `--format all` when no resolution is given
