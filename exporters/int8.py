@@ -7,7 +7,9 @@ checked by the registry entry's `check` before any work), never from shared mate
 parity runs on.
 `KEEP_FP32` names the layers that stay in float, chosen by measurement (README, INT8).
 """
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -103,5 +105,25 @@ def quantize_openvino(model, ov_model, options):
     samples = calibration_samples(model, options, with_ratio=not options.static)
     names = [op.get_friendly_name() for op in ov_model.get_ops()]
     ignored = nncf.IgnoredScope(names=kept_in_float(names), validate=False)
-    return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples), ignored_scope=ignored,
-                         preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True)
+    with nncf_output_on_stderr():
+        return nncf.quantize(ov_model, nncf.Dataset(samples), subset_size=len(samples), ignored_scope=ignored,
+                             preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True)
+
+
+@contextlib.contextmanager
+def nncf_output_on_stderr():
+    """NNCF logs through its own stdout handler and draws its progress bar on stdout, which is the data channel of
+    `rvm bench --json` / `rvm parity --json`: both go to stderr, and its per-layer INFO lines only with -v."""
+    nncf_log = logging.getLogger("nncf")
+    handlers = [h for h in nncf_log.handlers if getattr(h, "stream", None) is sys.stdout]
+    level = nncf_log.level
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    nncf_log.setLevel(logging.INFO if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        nncf_log.setLevel(level)
+        for handler in handlers:
+            handler.setStream(sys.stdout)

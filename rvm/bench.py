@@ -79,7 +79,9 @@ def sample_frame(width: int, height: int) -> np.ndarray:
 def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int, repeats: int,
                       warmup: int = 2) -> dict:
     """frames/s per runtime and repeat, recurrent state carried, warm-up excluded. The repeats take turns
-    across runtimes, so a slow spell of a noisy machine does not land on one backend alone."""
+    across runtimes, so a slow spell of a noisy machine does not land on one backend alone. Each turn starts with
+    one untimed frame: the runtime before it leaves caches and freed pages cold (without it, the ONNX row that
+    follows PyTorch eager read 23-25% below the same session's settings row of the same run, twice)."""
     for runtime in runtimes.values():
         runtime.reset()
         for _ in range(warmup):
@@ -87,6 +89,7 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     rates = {key: [] for key in runtimes}
     for _ in range(repeats):
         for key, runtime in runtimes.items():
+            runtime.run_nchw(src, ratio)
             started = time.perf_counter()
             for _ in range(frames):
                 runtime.run_nchw(src, ratio)
@@ -139,6 +142,15 @@ def torchscript_settings_sweep(path, src: np.ndarray, ratio: float, frames: int,
     from rvm.runtimes.torchscript import TorchScriptRuntime
     return settings_sweep([{"freeze": False}, {"freeze": True}],
                           lambda options: TorchScriptRuntime.from_path(path, device="cpu", **options),
+                          src, ratio, frames, repeats)
+
+
+def openvino_state_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
+    """A static OpenVINO IR with its state as graph inputs/outputs traded between two requests, or as the stateful
+    model's variables: the numbers behind OpenVinoRuntime's "requests" default."""
+    from rvm.runtimes.openvino import STATE_FORMS, OpenVinoRuntime
+    return settings_sweep([{"state": form} for form in STATE_FORMS],
+                          lambda options: OpenVinoRuntime.from_path(path, device="cpu", **options),
                           src, ratio, frames, repeats)
 
 
@@ -303,7 +315,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             try:
                 runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
-                tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", 0.0, device, status="unavailable",
+                tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", ratios[(w, h)], device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
         for width, height in resolutions:
             r = ratios[(width, height)]
@@ -323,12 +335,15 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         r = ratios[(width, height)]
         onnx_path = paths.get(("onnx", "fp32"))
         torchscript_path = paths.get(("torchscript", "fp32"))
-        settings, torchscript_settings = [], []
+        openvino_path = paths.get(("openvino static", "fp32"))
+        settings, torchscript_settings, openvino_settings = [], [], []
         src = sample_frame(width, height)
         if device == "cpu" and isinstance(onnx_path, Path):
             settings = onnx_settings_sweep(onnx_path, src, r, frames, repeats)
         if device == "cpu" and isinstance(torchscript_path, Path):
             torchscript_settings = torchscript_settings_sweep(torchscript_path, src, r, frames, repeats)
+        if isinstance(openvino_path, Path):
+            openvino_settings = openvino_state_sweep(openvino_path, src, r, frames, repeats)
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
@@ -354,7 +369,8 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             runtime.close()
     result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
-              "onnx_cpu_settings": settings, "torchscript_cpu_settings": torchscript_settings}
+              "onnx_cpu_settings": settings, "torchscript_cpu_settings": torchscript_settings,
+              "openvino_state_settings": openvino_settings}
     if memory:
         counts = sorted(memory)
         result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
@@ -417,6 +433,11 @@ def to_markdown(result: dict) -> str:
         lines += ["", "TorchScript fp32 on CPU, as saved or frozen at load (default: as saved):", "",
                   "| frozen | frames/s |", "|---|---|"]
         lines += [f"| {s['freeze']} | {s['fps']:.2f} |" for s in result["torchscript_cpu_settings"]]
+    if result["openvino_state_settings"]:
+        lines += ["", "OpenVINO static fp32, the recurrent state as graph inputs/outputs traded between two infer "
+                      "requests or as the stateful model's variables (default: requests):", "",
+                  "| state | frames/s |", "|---|---|"]
+        lines += [f"| {s['state']} | {s['fps']:.2f} |" for s in result["openvino_state_settings"]]
     if "peak_memory_mib" in result:
         memory = result["peak_memory_mib"]
         lines += ["", "Peak memory of a pipelined conversion (" + memory["backend"] + "): " +

@@ -9,6 +9,7 @@ pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install '
 
 from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
+from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
@@ -73,6 +74,33 @@ def test_static_ir_with_spec(model, clip, folder):
         assert_refuses_other_sizes(runtime)
 
 
+def test_stateful_form_matches_state_ports(model, clip, folder):
+    """OpenVINO's stateful model (state in ReadValue/Assign variables) computes what the default form does, its
+    state reads out and restores, and the bench measures both; a dynamic IR is refused (state shapes unknown)."""
+    from rvm.bench import openvino_state_sweep
+    path = folder / "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
+    if not path.exists():
+        options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validate=False)
+        path = export(model, "openvino", "fp32", folder, options=options)
+    with load(path, device="cpu") as ports, load(path, device="cpu", state="stateful") as stateful:
+        assert type(stateful).__name__ == "StatefulOpenVinoRuntime"
+        for frame in clip[:5]:
+            np.testing.assert_allclose(stateful.step(frame)["pha"], ports.step(frame)["pha"], atol=1e-6)
+        for mine, theirs in zip(stateful.state, ports.state):
+            np.testing.assert_allclose(mine, theirs, atol=1e-6)
+        stateful.reset()
+        assert_state_round_trips(stateful, clip[:4], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+    src = np.ascontiguousarray(clip[0].transpose(2, 0, 1)[None], np.float32) / 255
+    sweep = openvino_state_sweep(path, src, STATIC_RATIO, frames=1, repeats=1)
+    assert [(row["state"], row["fps"] > 0) for row in sweep] == [("requests", True), ("stateful", True)]
+    dynamic = folder / "rvm_mobilenetv3_openvino_fp32"
+    if not dynamic.exists():
+        dynamic = export(model, "openvino", "fp32", folder, options=ExportOptions(validate=False))
+    with pytest.raises(UsageError, match="the stateful form needs a static artifact") as error:
+        load(dynamic, device="cpu", state="stateful")
+    assert "\n" not in str(error.value)
+
+
 def test_official_onnx_download_runs_in_openvino(model, clip):
     """The registry's peer row: the official file run by the OpenVINO runtime, not ONNX Runtime."""
     (peer,) = [t for t in formats.targets(["openvino"]) if t.peer is not None]
@@ -82,9 +110,11 @@ def test_official_onnx_download_runs_in_openvino(model, clip):
     assert failures(result, "openvino", "fp32") == []
 
 
-def test_int8_calibrated_with_flowing_state(model, clip, folder):
+def test_int8_calibrated_with_flowing_state(model, clip, folder, capfd):
     options = ExportOptions(calibration=calibration(), validation_frames=3)
     path = export(model, "openvino", "int8", folder, options=options)
+    # stdout is `rvm bench --json`'s data: NNCF's log and progress bar must not land there
+    assert "nncf" not in capfd.readouterr().out.lower()
     with load(path, device="cpu") as runtime:
         assert runtime.info.precision == "int8"
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
