@@ -230,6 +230,10 @@ _add_bench = _module_verb(
     "bench", help="throughput and memory per backend, as ratios to PyTorch eager fp32",
     description="Tensor throughput, end-to-end conversion throughput (pipelined vs sequential) and peak memory "
                 "per backend, each measured beside PyTorch eager fp32 in the same run.")
+_add_profile = _module_verb(
+    "profile", help="per-block time of a frame in PyTorch eager and ONNX artifacts",
+    description="Time each block of the network (encoder, LR-ASPP, decoder blocks, projection, refiner) on one "
+                "frame size: PyTorch eager fp32 through module hooks, ONNX artifacts through ONNX Runtime's profiler.")
 _add_web = _module_verb(
     "web", help="build (and serve) a page that mattes camera or video in the browser with TF.js/ONNX artifacts",
     description="Write a self-contained folder: a page that mattes the camera or a local video in the browser with "
@@ -237,7 +241,7 @@ _add_web = _module_verb(
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
 
 
-VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_web]
+VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_web]
 
 
 def build_parser() -> argparse.ArgumentParser:
