@@ -70,15 +70,26 @@ def kept_in_float(names) -> List[str]:
 
 
 def quantize_onnx(model, graph, options):
-    """QDQ int8 of an fp32 ONNX graph: per-channel int8 weights, uint8 activations, opset 13 (per-channel
-    DequantizeLinear needs it). The ratio's Resize and its scales are left alone."""
+    """QDQ int8 of an fp32 ONNX graph with the KEEP_FP32 layers left in float."""
+    samples = calibration_samples(model, options, with_ratio=not options.static)
+    graph = qdq_ready(graph)
+    return quantize_qdq(graph, samples, kept_in_float(n.name for n in graph.graph.node))
+
+
+def qdq_ready(graph):
+    """The graph at opset 13, which per-channel DequantizeLinear needs."""
+    from onnx import version_converter
+    return version_converter.convert_version(graph, 13)
+
+
+def quantize_qdq(graph, samples: List[Dict[str, np.ndarray]], float_nodes):
+    """QDQ int8 (ONNX Runtime static quantization) of an opset-13 graph: per-channel int8 weights, uint8
+    activations, calibrated on `samples`; `float_nodes` stay float, and so do every Resize and whatever reads the
+    runtime ratio."""
     import tempfile
 
     import onnx
-    from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    samples = calibration_samples(model, options, with_ratio=not options.static)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -87,10 +98,8 @@ def quantize_onnx(model, graph, options):
         def get_next(self):
             return next(self.items, None)
 
-    graph = version_converter.convert_version(graph, 13)
-    ratio_users = {n.name for n in graph.graph.node if "downsample_ratio" in n.input}
-    excluded = kept_in_float(n.name for n in graph.graph.node) + sorted(ratio_users)
-    excluded += [n.name for n in graph.graph.node if n.op_type == "Resize"]
+    excluded = list(float_nodes) + [n.name for n in graph.graph.node
+                                    if n.op_type == "Resize" or "downsample_ratio" in n.input]
     with tempfile.TemporaryDirectory() as folder:
         fp32, int8 = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
         onnx.save(graph, str(fp32))

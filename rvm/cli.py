@@ -234,6 +234,11 @@ _add_profile = _module_verb(
     "profile", help="per-block time of a frame in PyTorch eager and ONNX artifacts",
     description="Time each block of the network (encoder, LR-ASPP, decoder blocks, projection, refiner) on one "
                 "frame size: PyTorch eager fp32 through module hooks, ONNX artifacts through ONNX Runtime's profiler.")
+_add_sensitivity = _module_verb(
+    "sensitivity", help="alpha error of int8 per part of the network, each quantized alone",
+    description="Quantize each unit of the network (encoder stage, LR-ASPP, decoder block, projection, refiner) "
+                "to int8 alone, ONNX Runtime QDQ calibrated with the state flowing, and report its alpha MAD, dtSSD "
+                "and drift against PyTorch fp32 on a clip; also the default int8 set and everything in int8.")
 _add_web = _module_verb(
     "web", help="build (and serve) a page that mattes camera or video in the browser with TF.js/ONNX artifacts",
     description="Write a self-contained folder: a page that mattes the camera or a local video in the browser with "
@@ -241,7 +246,7 @@ _add_web = _module_verb(
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
 
 
-VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_web]
+VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity, _add_web]
 
 
 def build_parser() -> argparse.ArgumentParser:
