@@ -216,7 +216,10 @@ def test_ctrl_c_keeps_nothing_partial_and_the_rerun_finishes(tmp_path, clips, re
     command = [sys.executable, "-m", "rvm.cli", "batch", str(clips), "-o", str(tmp_path / "out"), "--model", model,
                "--outputs", ",".join(OUTPUTS), "--output-type", "png_sequence", "--workers", "2",
                "--disable-progress"]
-    batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # a test run started in the background (`nohup ... &`) ignores SIGINT, and children inherit that: this child gets
+    # the default back, so its Python turns Ctrl-C into KeyboardInterrupt as in a terminal
+    batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600  # two spawned workers import torch and load the model first: slow on a busy machine
     # interrupt at a job's first frame: waiting for 5 let the last job finish before the signal in one CI run (exit 0)
     while not any(r["state"] == "running" for r in ledger_records(tmp_path / "out")):
