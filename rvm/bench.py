@@ -342,7 +342,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             settings = onnx_settings_sweep(onnx_path, src, r, frames, repeats)
         if device == "cpu" and isinstance(torchscript_path, Path):
             torchscript_settings = torchscript_settings_sweep(torchscript_path, src, r, frames, repeats)
-        if isinstance(openvino_path, Path):
+        if device == "cpu" and isinstance(openvino_path, Path):
             openvino_settings = openvino_state_sweep(openvino_path, src, r, frames, repeats)
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]

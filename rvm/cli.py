@@ -246,7 +246,8 @@ _add_web = _module_verb(
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
 
 
-VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity, _add_web]
+VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity,
+                         _add_web]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,16 @@ def block_of_node(name: str) -> str:
     return OTHER
 
 
+def timed_frames(runtime, src: np.ndarray, ratio: float, count: int) -> List[float]:
+    """Seconds of each of `count` frames, the state carried."""
+    seconds = []
+    for _ in range(count):
+        begin = time.perf_counter()
+        runtime.run_nchw(src, ratio)
+        seconds.append(time.perf_counter() - begin)
+    return seconds
+
+
 def onnx_file(path) -> Path:
     path = Path(path)
     if path.suffix != ".onnx":
@@ -76,14 +86,9 @@ def pytorch_profile(model, src: np.ndarray, ratio: float, frames: int) -> Profil
     handles = [hook for block in BLOCKS for hook in (modules[block].register_forward_pre_hook(before(block)),
                                                    modules[block].register_forward_hook(after(block)))]
     try:
-        for _ in range(WARMUP):
-            runtime.run_nchw(src, ratio)
+        timed_frames(runtime, src, ratio, WARMUP)
         spent.update((block, 0.0) for block in BLOCKS)
-        frame_seconds = []
-        for _ in range(frames):
-            begin = time.perf_counter()
-            runtime.run_nchw(src, ratio)
-            frame_seconds.append(time.perf_counter() - begin)
+        frame_seconds = timed_frames(runtime, src, ratio, frames)
     finally:
         for handle in handles:
             handle.remove()
@@ -106,11 +111,7 @@ def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimiz
         options.profile_file_prefix = str(Path(folder) / "ort")
         runtime = OnnxRuntime(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]),
                               path=str(path))
-        frame_seconds = []
-        for index in range(WARMUP + frames):
-            begin = time.perf_counter()
-            runtime.run_nchw(src, ratio)
-            frame_seconds.append(time.perf_counter() - begin)
+        frame_seconds = timed_frames(runtime, src, ratio, WARMUP + frames)[WARMUP:]
         events = json.loads(Path(runtime.session.end_profiling()).read_text())
     runs = sorted(event["ts"] for event in events if event.get("cat") == "Session" and event["name"] == "model_run")
     if len(runs) != WARMUP + frames:
@@ -120,7 +121,7 @@ def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimiz
         if event.get("cat") == "Node" and event["ts"] >= runs[WARMUP] and event["name"].endswith("_kernel_time"):
             block_us[block_of_node(event["name"])] += event["dur"]
     precision = runtime.info.precision + (" static" if runtime.static else "")
-    return Profile(f"{path.name} ({precision})", 1000 * statistics.median(frame_seconds[WARMUP:]),
+    return Profile(f"{path.name} ({precision})", 1000 * statistics.median(frame_seconds),
                    {block: us / 1000 / frames for block, us in block_us.items()})
 
 

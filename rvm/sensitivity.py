@@ -128,16 +128,15 @@ def add_arguments(parser) -> None:
 
 def command(args) -> int:
     from rvm.checkpoints import load_model
-    from rvm.formats import calibration_sources
+    from rvm import formats
+    from rvm.formats import ExportOptions, calibration_sources
     from rvm.samples import default_clip, validation_frames
     clip = Path(args.clip) if args.clip else default_clip()
     if clip is None:
         raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) or set RVM_VALIDATION_CLIP")
-    sources = calibration_sources(args.calibration)
-    for source in sources:
-        if not source.exists():
-            raise UsageError(f"calibration source {source} does not exist: pass a clip or a folder of frames")
-    if clip.resolve() in {source.resolve() for source in sources}:
+    # the registry's checks of an int8 ONNX export: the calibration sources, the ratio, the extra
+    formats.plan("onnx", "int8", ExportOptions(calibration=args.calibration, downsample_ratio=args.downsample_ratio))
+    if clip.resolve() in {source.resolve() for source in calibration_sources(args.calibration)}:
         raise UsageError(f"{clip} is both a calibration source and the compared clip: calibrate on other footage")
     units = [u.strip() for u in args.units.split(",") if u.strip()] if args.units else None
     frames = validation_frames(args.frames, clip)
