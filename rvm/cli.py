@@ -246,8 +246,17 @@ _add_web = _module_verb(
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
 
 
+_add_env = _module_verb(
+    "env", help="versions, CPU, GPUs and which formats can export and run here: paste it into bug reports",
+    description="Print the toolkit, Python, torch (ATen CPU capability, oneDNN, threads) and backend package "
+                "versions, TF's oneDNN setting, Node.js and the npm packages of the TF.js runner and the web page, "
+                "Chromium, the CPU (model, cores, AVX2/AVX-512/AMX/NEON flags), memory and GPUs, and for each "
+                "registered format whether it can export and run here and why not. The first thing a bug report "
+                "needs.")
+
+
 VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity,
-                         _add_web]
+                         _add_web, _add_env]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ LAYERS = [
     ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
     ("exporters", ["rvm.exporters"]),
     ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.profile", "rvm.sensitivity", "rvm.batch", "rvm.batch_jobs", "rvm.batch_workers",
-                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.cli"]),
+                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.env", "rvm.cli"]),
 ]
 
 

@@ -1,0 +1,452 @@
+"""`rvm env`: what a bug report needs first, as `optimum-cli env` and MMDeploy's `check_env` give it.
+
+The toolkit's version and install path; Python and the OS; torch with the kernel paths it picks on this CPU (ATen's
+capability, oneDNN) and its threads; the version of every backend package the registry's formats need, read from
+package metadata without importing the package; TF's oneDNN setting; Node.js and the npm packages of the TF.js
+runner and the web page; Chromium; the CPU (model, cores, the instruction sets the kernels key on) and memory;
+GPUs; and for each registered format whether it can export and run here, and why not.
+
+`collect()` is the report as a dict (what `--json` prints); `to_text()` renders it. Every probe is wrapped: one
+that fails shows as `unknown (reason)` and the rest still run. Generated from `rvm.formats.FORMATS`: nothing here
+branches on a format's name.
+"""
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from rvm import formats
+from rvm.errors import BackendUnavailable, MissingDependency, UsageError, one_line
+from rvm.version import __version__
+
+# packages worth a line whether or not a format names them (video I/O, batch, browser tests, converters)
+KNOWN_PACKAGES = ("numpy", "av", "onnxruntime", "onnx", "onnxsim", "tensorflow", "tensorflowjs", "coremltools",
+                  "openvino", "nncf", "ai_edge_litert", "pnnx", "ncnn", "tensorrt", "ray", "playwright")
+# CPU features the kernels of torch, oneDNN, ONNX Runtime, XNNPACK and OpenVINO dispatch on (/proc/cpuinfo names;
+# macOS sysctl names are lowered to match)
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd",
+             "asimdhp", "asimddp", "sve", "sve2", "i8mm", "bf16")
+# settings that change which kernels run or how many threads they get
+ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "RVM_CHECKPOINT_DIR",
+            "RVM_VALIDATION_CLIP")
+COMMAND_TIMEOUT = 10  # seconds for each external command (node, chromium, nvidia-smi)
+# a representative export request for formats whose check looks at the machine (a GPU for TensorRT)
+PROBE_RESOLUTION, PROBE_RATIO = (1280, 720), 0.25
+
+
+class Unknown(Exception):
+    """A probe that could not answer; the message says why."""
+
+
+def probe(function: Callable[[], Any]) -> Any:
+    """`function()`, or `{"unknown": reason}` when it raises: one failing probe never hides the others."""
+    try:
+        return function()
+    except Exception as error:  # a probe of someone else's package can fail in any way
+        return {"unknown": str(error) if isinstance(error, Unknown) else one_line(error)}
+
+
+def run_command(*command: str) -> str:
+    """The first line of a command's output; Unknown when it is absent, fails or hangs."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise Unknown(f"`{command[0]}` is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise Unknown(f"`{' '.join(command)}` did not answer in {COMMAND_TIMEOUT} s") from None
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise Unknown(f"`{' '.join(command)}` exited {done.returncode}" + (f": {message[-1]}" if message else ""))
+    return done.stdout.strip()
+
+
+# ---- the toolkit, Python, the OS ----------------------------------------------------------------------------
+def toolkit() -> Dict[str, Any]:
+    return {"version": __version__, "path": str(Path(__file__).resolve().parent)}
+
+
+def python() -> Dict[str, Any]:
+    return {"version": platform.python_version(), "implementation": platform.python_implementation(),
+            "executable": sys.executable}
+
+
+def system() -> Dict[str, Any]:
+    info = {"platform": platform.platform(), "system": platform.system(), "release": platform.release(),
+            "machine": platform.machine()}
+    if platform.system() == "Linux":
+        os_release = Path("/etc/os-release")
+        if os_release.is_file():
+            fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
+            if "PRETTY_NAME" in fields:
+                info["distribution"] = fields["PRETTY_NAME"].strip('"')
+    elif platform.system() == "Darwin":
+        info["distribution"] = f"macOS {platform.mac_ver()[0]}"
+    return info
+
+
+def environment() -> Dict[str, str]:
+    return {name: os.environ[name] for name in ENV_VARS if name in os.environ}
+
+
+# ---- CPU and memory -----------------------------------------------------------------------------------------
+def _cpuinfo() -> Tuple[Optional[str], List[str]]:
+    """(model, flags) from /proc/cpuinfo: x86 `model name`/`flags`, Arm `Features` (and no model name on many)."""
+    model, flags = None, []
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if model is None and key in ("model name", "hardware", "cpu model", "processor") and \
+                not value.strip().isdigit() and value.strip():
+            model = value.strip()
+        elif not flags and key in ("flags", "features"):
+            flags = value.split()
+    return model, flags
+
+
+def _sysctl(name: str) -> str:
+    return run_command("sysctl", "-n", name)
+
+
+def cpu() -> Dict[str, Any]:
+    info: Dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cores"] = len(os.sched_getaffinity(0))  # a container or taskset may give fewer
+    all_flags: List[str] = []
+    if Path("/proc/cpuinfo").is_file():
+        model, all_flags = _cpuinfo()
+        info["model"] = model or platform.processor() or "unknown (no model name in /proc/cpuinfo)"
+    elif platform.system() == "Darwin":
+        info["model"] = probe(lambda: _sysctl("machdep.cpu.brand_string"))
+        for name in ("machdep.cpu.features", "machdep.cpu.leaf7_features"):  # Intel Macs
+            try:
+                all_flags += _sysctl(name).lower().replace(".", "_").split()
+            except Unknown:
+                pass
+        if platform.machine() == "arm64":
+            all_flags.append("neon")  # every Apple silicon core has it
+            for feature in ("bf16", "i8mm"):
+                try:
+                    if _sysctl(f"hw.optional.arm.FEAT_{feature.upper()}") == "1":
+                        all_flags.append(feature)
+                except Unknown:
+                    pass
+    else:
+        info["model"] = platform.processor() or "unknown (no /proc/cpuinfo or sysctl here)"
+    present = set(all_flags)
+    info["flags"] = [flag for flag in CPU_FLAGS if flag in present]
+    return info
+
+
+def memory() -> Dict[str, Any]:
+    if Path("/proc/meminfo").is_file():
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return {"total_gib": round(int(line.split()[1]) / 2 ** 20, 1)}
+    if platform.system() == "Darwin":
+        return {"total_gib": round(int(_sysctl("hw.memsize")) / 2 ** 30, 1)}
+    return {"total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)}
+
+
+# ---- torch, packages, TF ------------------------------------------------------------------------------------
+def torch_info() -> Dict[str, Any]:
+    import torch  # a base dependency, and the reference every format is measured against
+    info: Dict[str, Any] = {"version": torch.__version__,
+                            "cuda_build": torch.version.cuda,
+                            "aten_cpu_capability": probe(torch.backends.cpu.get_cpu_capability),
+                            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+                            "mkldnn_available": probe(torch.backends.mkldnn.is_available),
+                            "threads": torch.get_num_threads(),
+                            "interop_threads": torch.get_num_interop_threads()}
+    return info
+
+
+def package_names() -> List[str]:
+    """Every import name a registered format needs, then the known ones, each once."""
+    names = [module for entry in formats.FORMATS.values() for module in (*entry.requires, *entry.runtime_requires)]
+    return list(dict.fromkeys([*names, *KNOWN_PACKAGES]))
+
+
+def package(name: str, distributions: Dict[str, List[str]]) -> Dict[str, Any]:
+    """An import name's installed distribution(s) and version, from metadata: the package is not imported."""
+    if importlib.util.find_spec(name) is None:
+        return {"installed": False, "version": "not installed"}
+    versions = {}
+    for distribution in dict.fromkeys(distributions.get(name, [])):
+        try:
+            versions[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if not versions:
+        return {"installed": True, "version": "installed (no package metadata)"}
+    return {"installed": True, "version": ", ".join(versions.values()), "distributions": versions}
+
+
+def packages() -> Dict[str, Any]:
+    distributions = importlib.metadata.packages_distributions()
+    return {name: probe(lambda name=name: package(name, distributions)) for name in package_names()}
+
+
+def tensorflow_onednn() -> str:
+    """TF's oneDNN setting, without importing TF: oneDNN ops are on by default in TF >= 2.9 on x86 CPUs."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if value is not None:
+        return f"TF_ENABLE_ONEDNN_OPTS={value}"
+    return "default (on for x86)"
+
+
+def onnxruntime_providers() -> List[str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise Unknown("onnxruntime is not installed")
+    import onnxruntime  # ~0.2 s
+    return onnxruntime.get_available_providers()
+
+
+# ---- Node.js, npm packages, Chromium ------------------------------------------------------------------------
+def node() -> Dict[str, Any]:
+    from rvm import web
+    from rvm.runtimes import tfjs
+    info: Dict[str, Any] = {"version": probe(lambda: run_command("node", "--version")),
+                            "path": shutil.which("node")}
+    if info["path"] is None:
+        info["version"] = {"unknown": "`node` is not on PATH: install Node.js 18+ for the TF.js runtime, its "
+                                      "export validation and the `rvm web` tests"}
+    info["tfjs_runner_packages"] = _installed(lambda: (tfjs.RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs")
+                                              .is_dir(), f"run `npm ci` in {tfjs.RUNNER_DIR} (or `make install`)")
+    info["web_page_packages"] = _installed(lambda: web.vendor_files(web.VENDOR_FILES),
+                                           f"run `npm ci` in {web.WEBAPP_DIR} (or `make install`)")
+    return info
+
+
+def _installed(check: Callable[[], Any], fix: str) -> Dict[str, Any]:
+    try:
+        if check():
+            return {"installed": True}
+    except BackendUnavailable:
+        pass
+    return {"installed": False, "fix": fix}
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser")
+
+
+def chromium() -> Dict[str, Any]:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path is not None:
+            return {"path": path, "version": probe(lambda: run_command(path, "--version"))}
+    raise Unknown(f"none of {', '.join(CHROMIUM_NAMES)} is on PATH; the browser tests drive Debian's `chromium`")
+
+
+# ---- GPUs ---------------------------------------------------------------------------------------------------
+def gpus() -> Dict[str, Any]:
+    """nvidia-smi's view when it is there, else what torch sees (CUDA, Apple MPS)."""
+    failed = None
+    if shutil.which("nvidia-smi"):
+        try:
+            lines = run_command("nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                "--format=csv,noheader").splitlines()
+            devices = [dict(zip(("name", "driver", "memory"), (part.strip() for part in line.split(","))))
+                       for line in lines if line.strip()]
+            return {"source": "nvidia-smi", "devices": devices}
+        except Unknown as error:
+            failed = str(error)
+    import torch
+    devices = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            properties = torch.cuda.get_device_properties(index)
+            devices.append({"name": properties.name, "memory": f"{properties.total_memory / 2 ** 30:.1f} GiB"})
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append({"name": "Apple MPS"})
+    info: Dict[str, Any] = {"source": "torch", "devices": devices}
+    if failed:
+        info["nvidia_smi"] = failed
+    return info
+
+
+# ---- formats ------------------------------------------------------------------------------------------------
+def format_status(entry: formats.Format) -> Dict[str, Any]:
+    """Whether this format's exporter and runtime have what they need here, and why not; `runs_on` when its
+    runtime needs more than packages (an OS, a GPU, Node.js)."""
+    status: Dict[str, Any] = {"title": entry.title, "extra": entry.extra, "precisions": list(entry.precisions)}
+    try:
+        entry.require()
+        # the format's own request check, on a representative request: some look at the machine (a GPU); a
+        # refusal of that request itself (any other UsageError) says nothing about this machine
+        options = formats.ExportOptions(resolution=PROBE_RESOLUTION, downsample_ratio=PROBE_RATIO,
+                                        static=entry.static == "always")
+        try:
+            entry.check_request(entry.precisions[0], options)
+        except UsageError as error:
+            if isinstance(error, (MissingDependency, BackendUnavailable)):
+                raise
+        status["export"], status["export_reason"] = True, None
+    except (MissingDependency, BackendUnavailable) as error:
+        status["export"], status["export_reason"] = False, str(error)
+    try:
+        entry.require(runtime=True)
+        status["runtime"], status["runtime_reason"] = True, None
+    except MissingDependency as error:
+        status["runtime"], status["runtime_reason"] = False, str(error)
+    status["runs_on"] = entry.runs_on or None
+    return status
+
+
+def format_statuses() -> Dict[str, Any]:
+    return {name: probe(lambda entry=entry: format_status(entry)) for name, entry in formats.FORMATS.items()}
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+PROBES: Sequence[Tuple[str, Callable[[], Any]]] = (
+    ("rvm_toolkit", toolkit), ("python", python), ("system", system), ("cpu", cpu), ("memory", memory),
+    ("torch", torch_info), ("packages", packages), ("tensorflow_onednn", tensorflow_onednn),
+    ("onnxruntime_providers", onnxruntime_providers), ("node", node), ("chromium", chromium), ("gpus", gpus),
+    ("formats", format_statuses), ("environment", environment))
+
+
+def collect() -> Dict[str, Any]:
+    """The report: one key per probe, each value what it found or `{"unknown": reason}`."""
+    return {key: probe(function) for key, function in PROBES}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict) and set(value) == {"unknown"}:
+        return f"unknown ({value['unknown']})"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _section(title: str, rows: Sequence[Tuple[str, Any]]) -> List[str]:
+    width = max((len(key) for key, _ in rows), default=0)
+    return [title] + [f"  {key:<{width}}  {_show(value)}" for key, value in rows] + [""]
+
+
+def _fields(report: Dict[str, Any], key: str, fields: Sequence[Tuple[str, str]]) -> List[Tuple[str, Any]]:
+    value = report.get(key)
+    if not isinstance(value, dict) or set(value) == {"unknown"}:
+        return [(key, value)]
+    return [(label, value.get(name)) for label, name in fields if name in value]
+
+
+def to_text(report: Dict[str, Any]) -> str:
+    """The report as sections of aligned lines, for a terminal or a bug report."""
+    lines: List[str] = []
+    lines += _section("rvm-toolkit", _fields(report, "rvm_toolkit", [("version", "version"), ("path", "path")]))
+    lines += _section("Python", _fields(report, "python", [("version", "version"), ("implementation", "implementation"),
+                                                           ("executable", "executable")]))
+    lines += _section("System", _fields(report, "system", [("platform", "platform"), ("os", "distribution"),
+                                                           ("machine", "machine")]))
+    lines += _section("CPU", _fields(report, "cpu", [("model", "model"), ("logical cores", "logical_cores"),
+                                                     ("usable cores", "usable_cores"), ("flags", "flags")])
+                      + [("memory", _memory_text(report.get("memory")))])
+    lines += _section("PyTorch", _fields(report, "torch", [
+        ("version", "version"), ("CUDA build", "cuda_build"), ("ATen CPU capability", "aten_cpu_capability"),
+        ("ATEN_CPU_CAPABILITY", "ATEN_CPU_CAPABILITY"), ("oneDNN (mkldnn)", "mkldnn_available"),
+        ("threads", "threads"), ("interop threads", "interop_threads")]))
+    lines += _section("Packages", _package_rows(report.get("packages"))
+                      + [("TF oneDNN", report.get("tensorflow_onednn")),
+                         ("ORT providers", report.get("onnxruntime_providers"))])
+    lines += _section("Node.js and Chromium", _node_rows(report))
+    lines += _section("GPUs", _gpu_rows(report.get("gpus")))
+    lines += _format_lines(report.get("formats"))
+    environment_value = report.get("environment")
+    if isinstance(environment_value, dict) and set(environment_value) != {"unknown"}:
+        lines += _section("Environment", sorted(environment_value.items()) or [("none set of", ", ".join(ENV_VARS))])
+    else:
+        lines += _section("Environment", [("environment", environment_value)])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _memory_text(value: Any) -> Any:
+    if isinstance(value, dict) and "total_gib" in value:
+        return f"{value['total_gib']} GiB"
+    return value
+
+
+def _package_rows(value: Any) -> List[Tuple[str, Any]]:
+    if not isinstance(value, dict) or set(value) == {"unknown"}:
+        return [("packages", value)]
+    rows = []
+    for name, info in value.items():
+        shown = info.get("version") if isinstance(info, dict) and "version" in info else info
+        names = list(info.get("distributions", {})) if isinstance(info, dict) else []
+        if names and names != [name]:
+            shown = f"{shown} ({', '.join(names)})"
+        rows.append((name, shown))
+    return rows
+
+
+def _node_rows(report: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    value = report.get("node")
+    if not isinstance(value, dict) or set(value) == {"unknown"}:
+        rows = [("node", value)]
+    else:
+        rows = [("node", value.get("version"))]
+        for label, key in (("TF.js runner npm", "tfjs_runner_packages"), ("web page npm", "web_page_packages")):
+            info = value.get(key)
+            if isinstance(info, dict) and "installed" in info:
+                info = "installed" if info["installed"] else f"not installed: {info.get('fix')}"
+            rows.append((label, info))
+    browser = report.get("chromium")
+    if isinstance(browser, dict) and "path" in browser:
+        browser = f"{_show(browser.get('version'))} ({browser['path']})"
+    return rows + [("chromium", browser)]
+
+
+def _gpu_rows(value: Any) -> List[Tuple[str, Any]]:
+    if not isinstance(value, dict) or set(value) == {"unknown"}:
+        return [("gpus", value)]
+    rows: List[Tuple[str, Any]] = [(f"{index}", ", ".join(f"{k} {v}" if k != "name" else v for k, v in device.items()))
+                                   for index, device in enumerate(value.get("devices", []))]
+    if not rows:
+        rows = [("devices", "none")]
+    rows.append(("seen by", value.get("source")))
+    if value.get("nvidia_smi"):
+        rows.append(("nvidia-smi", {"unknown": value["nvidia_smi"]}))
+    return rows
+
+
+def _format_lines(value: Any) -> List[str]:
+    if not isinstance(value, dict) or set(value) == {"unknown"}:
+        return _section("Formats", [("formats", value)])
+    width = max(len(name) for name in value)
+    lines = ["Formats (export / runtime available here)"]
+    for name, status in value.items():
+        if not isinstance(status, dict) or "export" not in status:
+            lines.append(f"  {name:<{width}}  {_show(status)}")
+            continue
+        lines.append(f"  {name:<{width}}  export {_show(status['export']):<3}  runtime {_show(status['runtime'])}")
+        notes = [status["export_reason"]]
+        if status["runtime_reason"] != status["export_reason"]:
+            notes.append(status["runtime_reason"])
+        if status.get("runs_on"):
+            notes.append(f"runs on {status['runs_on']}")
+        lines += [f"  {'':<{width}}    {note}" for note in notes if note]
+    return lines + [""]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON only")
+
+
+def command(args) -> int:
+    report = collect()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(to_text(report), end="")
+    return 0
