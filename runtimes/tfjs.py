@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rvm.errors import BackendError, BackendUnavailable, UsageError
+from rvm.errors import BackendError, BackendUnavailable, MissingNodePackages, UsageError
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -45,10 +45,10 @@ def find_model_json(path) -> Path:
 def find_node() -> str:
     node = shutil.which("node")
     if node is None:
-        raise BackendUnavailable("the TF.js runtime needs Node.js: install Node 18+ so that `node` is on PATH")
+        raise BackendUnavailable("the TF.js runtime needs Node.js: install Node.js 18+ (with npm) so that `node` "
+                                 "is on PATH")
     if not (RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        raise BackendUnavailable(f"TF.js is not installed for the Node runner: run `npm ci` in {RUNNER_DIR} "
-                                 f"(or `make install`)")
+        raise MissingNodePackages("the TF.js runtime's Node runner", RUNNER_DIR)
     return node
 
 
@@ -56,7 +56,9 @@ class NodeRunner:
     """The Node process and the request/answer framing with it; one request at a time."""
 
     def __init__(self, model_json: Path, tfjs_backend: str = "wasm"):
-        self.process = subprocess.Popen([find_node(), str(RUNNER), str(model_json), "--backend", tfjs_backend],
+        # absolute: the runner runs in its own folder, where a path relative to ours would not be found
+        self.process = subprocess.Popen([find_node(), str(RUNNER), str(Path(model_json).resolve()), "--backend",
+                                         tfjs_backend],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         cwd=RUNNER_DIR)
         self._stderr = collections.deque(maxlen=20)  # the tail, to explain a crash

@@ -7,6 +7,7 @@ Anything else is a bug: exit 1, and `-v` shows the traceback.
 
 `UsageError` is also a `ValueError`, so callers that caught `ValueError` before the hierarchy existed still do.
 """
+import shlex
 
 
 class RVMError(Exception):
@@ -27,6 +28,17 @@ class MissingDependency(UsageError):
 
 class BackendUnavailable(UsageError):
     """The backend cannot run on this machine (wrong OS, no GPU, no Node.js); the message says why."""
+
+
+class MissingNodePackages(BackendUnavailable):
+    """A folder shipped with the package (the TF.js runner, the web page) lacks its npm packages, which no wheel
+    carries; the message gives the one command that installs them where they are looked for."""
+
+    def __init__(self, what: str, folder, missing=None):
+        detail = f" ({missing} is missing)" if missing else ""
+        super().__init__(f"{what} needs npm packages that are not installed{detail}: run "
+                         f"`npm ci --prefix {shlex.quote(str(folder))}` (Node.js 18+ with npm)")
+        self.folder = folder
 
 
 class CheckpointError(UsageError):

@@ -2,9 +2,9 @@
 TF.js and ONNX artifacts, and a local server for it.
 
 The page's sources are `rvm/webapp/` (index.html, app.js, style.css); its engines, TF.js and onnxruntime-web,
-come from that folder's own npm dependencies (`npm ci` in rvm/webapp, part of `make install`) and are copied
-into the built folder's vendor/, so the page needs no network. The folder is written under a temporary name
-and renamed when complete.
+come from that folder's own npm dependencies (`make install` installs them in a checkout; a wheel carries none, and
+the error names the `npm ci --prefix` command) and are copied into the built folder's vendor/, so the page needs
+no network. The folder is written under a temporary name and renamed when complete.
 """
 import errno
 import functools
@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Sequence
 
 from rvm import formats
 from rvm.contracts import ONNX_INPUTS, TF_INPUTS, TF_OUTPUTS
-from rvm.errors import BackendUnavailable, UsageError
+from rvm.errors import MissingNodePackages, UsageError
 
 log = logging.getLogger(__name__)
 WEBAPP_DIR = Path(__file__).resolve().with_name("webapp")
@@ -115,8 +115,7 @@ def vendor_files(engines: Iterable[str]) -> List[Path]:
     files = [MODULES / name for engine in sorted(set(engines)) for name in VENDOR_FILES[engine]]
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
-        raise BackendUnavailable(f"the page's engines are not installed ({missing[0]} is missing): run `npm ci` in "
-                       f"{WEBAPP_DIR} (or `make install`)")
+        raise MissingNodePackages("the page's engines (TF.js, onnxruntime-web)", WEBAPP_DIR, missing[0])
     return files
 
 

@@ -22,7 +22,7 @@ if shutil.which("node") is None:
 import rvm.runtimes.tfjs as tfjs_runtime  # noqa: E402
 from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
-from rvm.errors import UsageError  # noqa: E402
+from rvm.errors import MissingNodePackages, UsageError  # noqa: E402
 from rvm.exporters import ExportOptions, export  # noqa: E402
 from rvm.exporters.tfjs import QUANTIZATION  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
@@ -245,12 +245,22 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_missing_node_or_packages_is_backend_unavailable(artifact, monkeypatch, tmp_path):
     monkeypatch.setattr(tfjs_runtime.shutil, "which", lambda name: None)
-    with pytest.raises(BackendUnavailable, match="needs Node.js"):
+    with pytest.raises(BackendUnavailable, match=r"needs Node.js: install Node.js 18\+"):
         TfjsRuntime.from_path(artifact)
     monkeypatch.undo()
-    monkeypatch.setattr(tfjs_runtime, "RUNNER_DIR", tmp_path)
-    with pytest.raises(BackendUnavailable, match="run `npm ci` in .*make install"):
+    runner = tmp_path / "installed runner"  # the command quotes a path with a space
+    monkeypatch.setattr(tfjs_runtime, "RUNNER_DIR", runner)
+    with pytest.raises(MissingNodePackages) as error:
         TfjsRuntime.from_path(artifact)
+    assert f"run `npm ci --prefix '{runner}'`" in str(error.value) and "\n" not in str(error.value)
+    assert isinstance(error.value, BackendUnavailable) and isinstance(error.value, UsageError)  # exit 2
+
+
+def test_relative_model_path_is_found(artifact, monkeypatch):
+    """The runner runs in its own folder: a path relative to the caller's must reach it resolved."""
+    monkeypatch.chdir(artifact.parent)
+    with TfjsRuntime.from_path(Path(artifact.name)) as runtime:
+        assert runtime.step(np.zeros((3, 32, 32), np.float32))["pha"].shape == (1, 32, 32)
 
 
 def test_node_error_comes_back_as_one_line(artifact):
