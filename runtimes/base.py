@@ -5,6 +5,7 @@ A backend implements `_run` on NCHW float32 numpy frames with its own native sta
 input layouts, dtypes, the downsample ratio, resolution changes, conversion — is written here once.
 """
 import importlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,8 @@ import numpy as np
 
 from rvm import formats
 from rvm.contracts import auto_downsample_ratio
-from rvm.errors import ResolutionChangedError, UsageError
-from rvm.metadata import ArtifactMetadata
+from rvm.errors import ArtifactError, ResolutionChangedError, UsageError
+from rvm.metadata import METADATA_FILE, PRODUCER, ArtifactMetadata
 
 log = logging.getLogger(__name__)
 Ratio = Union[float, str, None]
@@ -189,14 +190,33 @@ def runtime_class(path) -> type:
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
         module, name = formats.REFERENCE_RUNTIME.split(":")
         return getattr(importlib.import_module(module), name)
+    titles = ", ".join(f.title for f in formats.FORMATS.values())
     if p.is_dir():
-        raise UsageError(f"{p} is a folder but no artifact of a known format (SavedModel, TF.js model.json, ...): "
-                         f"pass the artifact itself")
-    raise UsageError(f"cannot tell which backend runs {p}: expected a checkpoint (.pth/.pt) or an artifact of "
-                     f"{', '.join(f.title for f in formats.FORMATS.values())}")
+        entry = _format_of_metadata(p)
+        if entry is not None:  # our export, with its model file missing
+            raise entry.invalid(p, f"it holds {METADATA_FILE} but not the model")
+        raise ArtifactError(f"{p} is a folder but no artifact of a known format ({titles}): pass the "
+                            f"artifact itself")
+    raise ArtifactError(f"cannot tell which backend runs {p}: expected a checkpoint (.pth/.pt) or an artifact of "
+                        f"{titles}")
+
+
+def _format_of_metadata(folder: Path) -> Optional[formats.Format]:
+    """The registered format named by a folder's rvm_metadata.json, or None."""
+    try:
+        fields = json.loads((folder / METADATA_FILE).read_text())
+        name = fields.get("format") if fields.get("producer") == PRODUCER else None
+    except (OSError, ValueError, AttributeError):  # absent or unreadable: it says nothing about the format
+        return None
+    return formats.FORMATS.get(name) if isinstance(name, str) else None
 
 
 def load(path, device: str = "auto", **options) -> Runtime:
+    """The runtime for `path`: a registered format's (an artifact it cannot load raises ArtifactError, see
+    `Format.load`), or PyTorch eager for a checkpoint (CheckpointError)."""
+    entry = formats.detect(Path(path))
+    if entry is not None:
+        return entry.load(path, device=device, **options)
     return runtime_class(path).from_path(path, device=device, **options)
 
 

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from rvm.errors import BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendUnavailable, UsageError
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -30,7 +30,7 @@ def describe(path) -> dict:
     """The facts of a CoreML artifact's spec: kind, inputs, outputs, weight precision, metadata."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"no CoreML artifact at {path}")
+        raise ArtifactError(f"no CoreML artifact at {path}")
     spec = _coremltools().utils.load_spec(str(path))
     kind = spec.WhichOneof("Type")
     if kind == "neuralNetwork":
@@ -38,7 +38,7 @@ def describe(path) -> dict:
     elif kind == "mlProgram":
         weights = _ml_program_weights(spec.mlProgram)
     else:
-        raise UsageError(f"{path} is a CoreML {kind} model, not an RVM neural network or ML program")
+        raise ArtifactError(f"{path} is a CoreML {kind} model, not an RVM neural network or ML program")
     total = sum(weights.values())
     return {
         "kind": kind,
@@ -130,12 +130,13 @@ class CoreMLRuntime(Runtime):
 
     @classmethod
     def from_path(cls, path, device: str = "auto", **options):
+        # the spec is read first, on every OS: a corrupt artifact is reported as such on Linux too
+        facts = describe(path)
+        if "downsample_ratio" not in facts["metadata"]:
+            raise ArtifactError(f"{path} has no downsample_ratio in its metadata: export it with rvm-export")
         if sys.platform != "darwin":
             raise BackendUnavailable(NOT_MACOS.format(platform=sys.platform.capitalize()))
         ct = _coremltools()
-        facts = describe(path)
-        if "downsample_ratio" not in facts["metadata"]:
-            raise UsageError(f"{path} has no downsample_ratio in its metadata: export it with rvm-export")
         units = {"auto": ct.ComputeUnit.ALL, "cpu": ct.ComputeUnit.CPU_ONLY}
         if device not in units:
             raise UsageError(f"CoreML device must be auto or cpu, got {device!r}")

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import BackendError, BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendError, BackendUnavailable, UsageError
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
@@ -31,18 +31,21 @@ class NcnnRuntime(Runtime):
         folder = Path(path)
         folder = folder.parent if folder.name.endswith(".ncnn.param") else folder
         if not (folder / PARAM).is_file() or not (folder / METADATA_FILE).is_file():
-            raise UsageError(f"{folder} is not an rvm-toolkit NCNN folder ({PARAM}, {BIN} and {METADATA_FILE})")
+            raise ArtifactError(f"{folder} is not an rvm-toolkit NCNN folder ({PARAM}, {BIN} and {METADATA_FILE})")
         metadata = ArtifactMetadata.from_json((folder / METADATA_FILE).read_text())
         if metadata is None or not metadata.static:
-            raise UsageError(f"{folder / METADATA_FILE} is not rvm-toolkit metadata of a static artifact")
+            raise ArtifactError(f"{folder / METADATA_FILE} is not rvm-toolkit metadata of a static artifact")
         self.net = ncnn.Net()
         half = metadata.precision == "fp16"
         opt = self.net.opt
         opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = half
         opt.use_bf16_storage = False
         opt.num_threads = threads or os.cpu_count()
-        self.net.load_param(str(folder / PARAM))
-        self.net.load_model(str(folder / BIN))
+        # ncnn reports a bad file by its return code, not an exception
+        for load, name in ((self.net.load_param, PARAM), (self.net.load_model, BIN)):
+            if load(str(folder / name)) != 0:
+                raise ArtifactError(f"{folder / name} is not a readable NCNN {name.rsplit('.', 1)[-1]} file: "
+                                    f"export the folder again with `rvm export --format ncnn`")
         self._state_shapes = [shape[1:] for shape in state_shapes(metadata.variant, metadata.resolution,
                                                                    metadata.downsample_ratio)]
         super().__init__(RuntimeInfo(self.backend, "cpu", metadata.precision, path=str(folder), metadata=metadata),

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendUnavailable, UsageError
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -71,13 +71,14 @@ class OnnxRuntime(Runtime):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         # static graphs (ratio baked) have no downsample_ratio input
         if len(inputs) not in (len(ONNX_INPUTS), len(ONNX_INPUTS) - 1) or len(outputs) != len(ONNX_OUTPUTS):
-            raise UsageError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and outputs "
-                             f"{', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> {[o.name for o in outputs]}")
+            raise ArtifactError(f"{path}: not an RVM ONNX model: expected inputs {', '.join(ONNX_INPUTS)} and "
+                                f"outputs {', '.join(ONNX_OUTPUTS)}, got {[i.name for i in inputs]} -> "
+                                f"{[o.name for o in outputs]}")
         # by position, as third-party clients do: [0] src, [1..4] states, [5] ratio
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in outputs]
         if inputs[0].type not in ELEMENT_TYPES:
-            raise UsageError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
+            raise ArtifactError(f"{path}: src is {inputs[0].type}, expected tensor(float) or tensor(float16)")
         self.dtype, precision = ELEMENT_TYPES[inputs[0].type]
         on_cuda = session.get_providers()[0] == "CUDAExecutionProvider"
         self.device_type, self.device_id = ("cuda", self._cuda_device_id()) if on_cuda else ("cpu", 0)
@@ -88,7 +89,7 @@ class OnnxRuntime(Runtime):
         self.initial_shapes = [(1, 1, 1, 1)] * 4
         if self.static:
             if metadata is None or metadata.downsample_ratio is None:
-                raise UsageError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
+                raise ArtifactError(f"{path}: a static RVM graph without its baked downsample_ratio in the metadata")
             self.initial_shapes = [tuple(i.shape) for i in inputs[1:5]]
         device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         super().__init__(RuntimeInfo(self.backend, device, precision, path=path, metadata=metadata), **options)

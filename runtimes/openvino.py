@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import UsageError
+from rvm.errors import ArtifactError, UsageError
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -29,6 +29,18 @@ STATE_FORMS = ("requests", "stateful")
 def model_file(path) -> Path:
     path = Path(path)
     return path / MODEL_FILE if path.is_dir() else path
+
+
+def check_ir(xml: Path) -> None:
+    """An IR is an XML file beside its .bin weights: checked before OpenVINO reads it, as OpenVINO tries every
+    frontend on a file its IR reader refuses (the TensorFlow one logs parse errors of the bytes to stderr)."""
+    with open(xml, "rb") as file:
+        head = file.read(256).lstrip(b"\xef\xbb\xbf").lstrip()
+    if not head.startswith(b"<"):
+        raise ArtifactError(f"{xml} is not an OpenVINO IR: not an XML file (it starts with {head[:8]!r})")
+    if not xml.with_suffix(".bin").is_file():
+        raise ArtifactError(f"{xml} has no {xml.with_suffix('.bin').name} beside it: an IR is model.xml and its "
+                            f"weights model.bin")
 
 
 def device_name(device: str) -> str:
@@ -48,9 +60,9 @@ class OpenVinoRuntime(Runtime):
         expected_inputs = list(ONNX_INPUTS[:5] if self.state_ports else ONNX_INPUTS[:1])
         expected_outputs = list(ONNX_OUTPUTS if self.state_ports else ONNX_OUTPUTS[:2])
         if inputs not in (expected_inputs + [ONNX_INPUTS[5]], expected_inputs) or outputs != expected_outputs:
-            raise UsageError(f"{path}: not an RVM model: expected inputs {', '.join(expected_inputs)} (and "
-                             f"{ONNX_INPUTS[5]} when dynamic) and outputs {', '.join(expected_outputs)}, got {inputs} "
-                             f"-> {outputs}")
+            raise ArtifactError(f"{path}: not an RVM model: expected inputs {', '.join(expected_inputs)} (and "
+                                f"{ONNX_INPUTS[5]} when dynamic) and outputs {', '.join(expected_outputs)}, got "
+                                f"{inputs} -> {outputs}")
         self.has_ratio_input = inputs[-1] == ONNX_INPUTS[5]
         if metadata is not None:
             precision = metadata.precision
@@ -59,7 +71,7 @@ class OpenVinoRuntime(Runtime):
         self.initial_shapes = [(1, 1, 1, 1)] * 4
         if not self.has_ratio_input:
             if metadata is None or metadata.downsample_ratio is None:
-                raise UsageError(f"{path}: a static RVM model without its baked downsample_ratio in the metadata")
+                raise ArtifactError(f"{path}: a static RVM model without its baked downsample_ratio in the metadata")
             self.initial_shapes = [tuple(port.get_shape()) for port in compiled.inputs[1:5]] if self.state_ports else []
         self.requests = [compiled.create_infer_request() for _ in range(self.request_count)]
         self.turn = 0
@@ -74,6 +86,8 @@ class OpenVinoRuntime(Runtime):
         if state not in STATE_FORMS:
             raise UsageError(f"state must be one of {', '.join(STATE_FORMS)}, got {state!r}")
         core = ov.Core()
+        if model_file(path).suffix.lower() == ".xml":  # else an ONNX file (the official downloads)
+            check_ir(model_file(path))
         model = core.read_model(str(model_file(path)))
         metadata = read_metadata(model)
         if state == "stateful":

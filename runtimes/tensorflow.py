@@ -8,7 +8,7 @@ from typing import List, Sequence
 import numpy as np
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
-from rvm.errors import BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendUnavailable, UsageError
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -30,7 +30,7 @@ class TensorflowRuntime(Runtime):
         self.tf = tf
         path = Path(path)
         if not (path / "saved_model.pb").exists():
-            raise UsageError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
+            raise ArtifactError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
         self.device = self._pick_device(device)
         with tf.device(self.device):
             self.model = tf.saved_model.load(str(path))

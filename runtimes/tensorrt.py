@@ -8,7 +8,7 @@ from typing import List, Sequence
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import BackendError, BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendError, BackendUnavailable, UsageError
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
@@ -33,13 +33,13 @@ class TensorRTRuntime(Runtime):
         folder = folder.parent if folder.suffix.lower() in (".engine", ".plan") else folder
         engine_file = Path(path) if Path(path).is_file() else folder / ENGINE
         if not engine_file.is_file() or not (folder / METADATA_FILE).is_file():
-            raise UsageError(f"{folder} is not an rvm-toolkit TensorRT folder ({ENGINE} and {METADATA_FILE})")
+            raise ArtifactError(f"{folder} is not an rvm-toolkit TensorRT folder ({ENGINE} and {METADATA_FILE})")
         metadata = ArtifactMetadata.from_json((folder / METADATA_FILE).read_text())
         self.device = torch.device(device if device.startswith("cuda:") else "cuda:0")
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_file.read_bytes())
         if self.engine is None:
-            raise UsageError(f"{engine_file} is not a TensorRT engine for TensorRT {trt.__version__} on this GPU "
-                             f"(built with {metadata.versions.get('tensorrt')} on {metadata.details.get('device')})")
+            raise ArtifactError(f"{engine_file} is not a TensorRT engine for TensorRT {trt.__version__} on this GPU "
+                                f"(built with {metadata.versions.get('tensorrt')} on {metadata.details.get('device')})")
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream(device=self.device)
         width, height = metadata.resolution

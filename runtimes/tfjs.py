@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rvm.errors import BackendError, BackendUnavailable, MissingNodePackages, UsageError
+from rvm.errors import ArtifactError, BackendError, BackendUnavailable, MissingNodePackages, UsageError, brief
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -38,8 +38,24 @@ def find_model_json(path) -> Path:
     path = Path(path)
     model_json = path / "model.json" if path.is_dir() else path
     if not model_json.is_file():
-        raise UsageError(f"no TF.js model at {path}: pass a model.json file or the folder holding it")
+        raise ArtifactError(f"no TF.js model at {path}: pass a model.json file or the folder holding it")
     return model_json
+
+
+def check_model_json(model_json: Path) -> None:
+    """A graph model's model.json parses and every weight shard it lists is there: checked here, before Node
+    starts, so a bad artifact is reported by the load, not by a later frame."""
+    try:
+        model = json.loads(model_json.read_text())
+        model["modelTopology"]
+        shards = [shard for group in model["weightsManifest"] for shard in group["paths"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ArtifactError(f"{model_json} is not a TF.js graph model.json ({brief(error)}): expected modelTopology "
+                            f"and a weightsManifest") from error
+    missing = [shard for shard in shards if not (model_json.parent / shard).is_file()]
+    if missing:
+        raise ArtifactError(f"{model_json} lists weight shards that are not beside it: {', '.join(missing[:3])}"
+                            f"{' ...' if len(missing) > 3 else ''}")
 
 
 def find_node() -> str:
@@ -70,7 +86,10 @@ class NodeRunner:
         self.hello = self._read()[0]
         if not self.hello.get("ok"):
             self.close()
-            raise TfjsError(f"TF.js could not load {model_json}: {self.hello.get('error')}")
+            reason = " ".join(str(self.hello.get("error")).split())[:200]
+            if self.hello.get("stage") == "model":  # Node and TF.js work: the artifact is what failed
+                raise ArtifactError(f"{model_json} is not a TF.js graph model TF.js can load: {reason}")
+            raise TfjsError(f"TF.js could not load {model_json}: {reason}")
 
     @property
     def pid(self) -> int:
@@ -152,6 +171,7 @@ class TfjsRuntime(Runtime):
         if tfjs_backend not in TFJS_BACKENDS:
             raise UsageError(f"TF.js backend must be one of {', '.join(TFJS_BACKENDS)}, got {tfjs_backend!r}")
         model_json = find_model_json(path)
+        check_model_json(model_json)
         metadata_file = model_json.with_name(METADATA_FILE)
         metadata = ArtifactMetadata.from_json(metadata_file.read_text()) if metadata_file.is_file() else None
         self.runner = NodeRunner(model_json, tfjs_backend)

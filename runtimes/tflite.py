@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendUnavailable, UsageError
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -46,10 +46,10 @@ class TFLiteRuntime(Runtime):
             raise BackendUnavailable(f"the TFLite runtime here runs on the CPU (XNNPACK), not {device!r}: use cpu")
         path = Path(path)
         if not path.is_file():
-            raise UsageError(f"no TFLite model at {path}")
+            raise ArtifactError(f"no TFLite model at {path}")
         metadata = read_metadata(path.read_bytes())
         if metadata is None or not metadata.static:
-            raise UsageError(f"{path} carries no rvm-toolkit metadata (its baked downsample ratio is unknown): "
+            raise ArtifactError(f"{path} carries no rvm-toolkit metadata (its baked downsample ratio is unknown): "
                              f"export it with `rvm export --format tflite`")
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count(),
                                        experimental_op_resolver_type=resolvers[kernels])
@@ -60,7 +60,7 @@ class TFLiteRuntime(Runtime):
         del signature  # it holds views of the interpreter's buffers, which would block invoke()
         missing = [n for n in (*ONNX_INPUTS[:5], *ONNX_OUTPUTS) if n not in {**inputs, **outputs}]
         if missing:
-            raise UsageError(f"{path} is not an RVM TFLite model: no {', '.join(missing)} in its signature")
+            raise ArtifactError(f"{path} is not an RVM TFLite model: no {', '.join(missing)} in its signature")
         self._inputs = {name: detail["index"] for name, detail in inputs.items()}
         self._outputs = {name: detail["index"] for name, detail in outputs.items()}
         self._state_shapes = [tuple(inputs[name]["shape"]) for name in ONNX_INPUTS[1:5]]

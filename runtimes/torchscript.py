@@ -4,7 +4,7 @@ from typing import Optional
 
 import torch
 
-from rvm.errors import UsageError
+from rvm.errors import ArtifactError
 from rvm.metadata import ArtifactMetadata
 
 from ._torch_common import TorchStateMixin, pick_device
@@ -30,7 +30,7 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
         # the parameters' dtype is what the module computes in; metadata, when present, must agree
         precision = PRECISIONS.get(self.dtype)
         if precision is None:
-            raise UsageError(f"{path}: TorchScript parameters are {self.dtype}, expected float32 or float16")
+            raise ArtifactError(f"{path}: TorchScript parameters are {self.dtype}, expected float32 or float16")
         if metadata is not None and metadata.precision != precision:
             log.warning("%s: metadata says %s but the parameters are %s; running in %s",
                         path, metadata.precision, precision, precision)

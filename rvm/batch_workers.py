@@ -29,12 +29,12 @@ class Worker:
     def __init__(self, model: str, device: str = "auto", threads: Optional[int] = None):
         import torch
 
-        from .runtimes import runtime_class
+        from .runtimes import load, runtime_class
         if threads:
             torch.set_num_threads(threads)
         runtime = runtime_class(model)
         options = {"intra_op_threads": threads} if runtime.backend == "onnx" and threads else {}
-        self.runtime = runtime.from_path(model, device=device, **options)
+        self.runtime = load(model, device=device, **options)  # a corrupt artifact: ArtifactError, as everywhere
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job: Job, emit: Callable[[str, Any], None]) -> dict:

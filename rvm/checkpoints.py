@@ -166,13 +166,24 @@ def _one_line(err) -> str:
     return text[-1] if text else type(err).__name__
 
 
+def _load_reason(err) -> str:
+    """Why torch.load refused a file, on one line: a weights-only refusal's own reason sits mid-message, between
+    an explanation and a link."""
+    text = " ".join(str(err).split())
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].split("Check the documentation", 1)[0].strip()
+        return f"torch.load (weights only) refused it: {detail[:200]}"
+    return _one_line(err)[:200]
+
+
 def read_state_dict(path: Path) -> Dict[str, Tensor]:
     """Tensors of a `.pth` state dict, unwrapping {'state_dict': ...}/{'model': ...} and 'module.' prefixes."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated/corrupt zips and pickles
-        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(err)}; re-download it or pass "
-                              f"another file") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_reason(err)} (expected an RVM state dict "
+                              f"saved by torch.save); re-download it or pass another file") from err
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -41,6 +41,12 @@ class MissingNodePackages(BackendUnavailable):
         self.folder = folder
 
 
+class ArtifactError(UsageError):
+    """A file or folder that is not a valid artifact of its kind (corrupt, truncated, empty, a folder without the
+    model, another format behind the right suffix), or no artifact at all; the message names it and what was
+    expected."""
+
+
 class CheckpointError(UsageError):
     """A checkpoint cannot be found, read, verified or loaded."""
 
@@ -63,6 +69,14 @@ class ValidationError(ExportError):
 
 class BackendError(RVMError):
     """A backend failed while running frames (a crashed worker process, a framework error)."""
+
+
+def brief(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` on one line (newlines collapsed), cut to about `limit` characters: a backend's reason inside
+    an error of ours."""
+    text = " ".join(str(error).split())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def one_line(error: BaseException) -> str:

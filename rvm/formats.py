@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import BackendUnavailable, MissingDependency, UsageError
+from .errors import ArtifactError, BackendUnavailable, MissingDependency, RVMError, UsageError, brief
 
 Resolution = Tuple[int, int]  # (width, height)
 
@@ -89,6 +89,8 @@ class Format:
     tolerances: Mapping[str, Tolerance]
     artifact_name: Callable[[str, str, ExportOptions], str]  # (variant, precision, options) -> file or folder name
     recognizes: Callable[[Path], bool]  # is this path an artifact of this format?
+    # what a valid artifact is, for the error a corrupt or incomplete one gets ("an ONNX model file (.onnx)")
+    artifact_description: str
     extra: Optional[str] = None  # pip extra that installs what the exporter needs (None: the base install)
     requires: Tuple[str, ...] = ()  # import names the exporter needs, checked before any work
     runtime_requires: Tuple[str, ...] = ()  # import names the runtime needs, checked when an artifact is loaded
@@ -121,9 +123,26 @@ class Format:
 
     def load(self, path, device: str = "auto", **options):
         """Run the artifact at `path` with this format's runtime (a peer file may be run by another format's
-        runtime than its suffix suggests: the official ONNX in OpenVINO)."""
+        runtime than its suffix suggests: the official ONNX in OpenVINO).
+
+        A path that does not exist, or that the backend cannot load (corrupt, truncated, empty, another format
+        behind the right suffix), raises ArtifactError naming it and what was expected, chained to the backend's
+        own error; errors of ours (a missing package, a backend this machine cannot run) and ImportError pass."""
         self.require(runtime=True)
-        return self.entry_point("runtime").from_path(path, device=device, **options)
+        if not Path(path).exists():
+            raise ArtifactError(f"{path} does not exist: expected {self.artifact_description}")
+        runtime = self.entry_point("runtime")
+        try:
+            return runtime.from_path(path, device=device, **options)
+        except (RVMError, ImportError):
+            raise
+        except Exception as error:
+            raise self.invalid(path, brief(error)) from error
+
+    def invalid(self, path, reason: str) -> ArtifactError:
+        """The error for `path`, which is not a valid artifact of this format, because of `reason`."""
+        return ArtifactError(f"{path} is not a valid {self.title} artifact (expected "
+                             f"{self.artifact_description}): {reason}")
 
     def tolerance(self, precision: str, refiner: str = "deep_guided_filter") -> Tolerance:
         return self.tolerances[precision].for_refiner(refiner)
@@ -287,7 +306,9 @@ register(Format(
         # edge pixels; means below 6e-4
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.7e-2, mean 1.9e-4 (person_a, 58 frames)"),
     },
-    artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript, requires=("torch",),
+    artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript,
+    artifact_description="a TorchScript archive from torch.jit.save (.torchscript, or a .pt/.pth zip with code/)",
+    requires=("torch",),
     runtime_requires=("torch",), static="never",
     check=_no_kind("TorchScript")))
 
@@ -301,7 +322,8 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)"),
         "int8": INT8_TOLERANCE,
     },
-    artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"), extra="onnx",
+    artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"),
+    artifact_description="an ONNX model file (.onnx) with the RVM inputs and outputs", extra="onnx",
     requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="optional",
     check=_check_calibration("ONNX"), calibrated=("int8",), static_rows=("fp32", "int8")))
 
@@ -310,6 +332,7 @@ register(Format(
     exporter="rvm.exporters.tf:export_tf", runtime="rvm.runtimes.tensorflow:TensorflowRuntime",
     tolerances={"fp32": fp32_tolerance("alpha max 4.3e-6, mean 3.7e-8 (person_a, 58 frames)")},
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tf", recognizes=_is_saved_model,
+    artifact_description="a TF SavedModel folder with saved_model.pb and variables/",
     extra="tf", requires=("tensorflow",), runtime_requires=("tensorflow",), static="never",
     check=_no_kind("TF SavedModel")))
 
@@ -340,6 +363,7 @@ register(Format(
                           measured="alpha max 1.8e-2, mean 1.3e-4; foreground 5.0e-3 / 2.0e-4 (person_a, 58 frames)"),
     },
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tfjs_{precision}", recognizes=_is_tfjs,
+    artifact_description="a TF.js graph-model folder with model.json and the weight shards it lists",
     extra="tfjs", requires=("tensorflow", "tensorflowjs"), static="never", check=_no_kind("TF.js"), in_bench=False,
     runs_on="Node.js >= 18 with the runner's npm packages (make install)"))
 
@@ -350,7 +374,8 @@ register(Format(
         "fp16": Tolerance(3e-2, 3e-2, 3e-3, 3e-3, measured="not measured here: prediction needs macOS"),
         "int8": Tolerance(1.5e-1, 1.5e-1, 1.5e-2, 1.5e-2, measured="not measured here: prediction needs macOS"),
     },
-    artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"), extra="coreml",
+    artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"),
+    artifact_description="a CoreML .mlmodel file or .mlpackage folder exported by rvm-toolkit", extra="coreml",
     requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml, variants=_coreml_variants, half_io=False,
     in_bench=False, marks=("macos",),
     runs_on="macOS (elsewhere the spec is checked instead)"))
@@ -367,7 +392,9 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="compressed weights, as ONNX fp16's bounds (person_a)"),
         "int8": INT8_TOLERANCE,
     },
-    artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino, extra="openvino",
+    artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino,
+    artifact_description="an OpenVINO IR folder with model.xml and model.bin (or an .xml file beside its .bin)",
+    extra="openvino",
     requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
     check=_check_calibration("OpenVINO"), half_io=False, calibrated=("int8",), static_rows=("fp32", "int8")))
 
@@ -423,7 +450,9 @@ register(Format(
                                   measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); foreground max 7.1e-2, mean "
                                            "4.1e-3 (person_a, 58 frames); state zeroed: alpha mean 1.31e-2"),
     },
-    artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"), extra="tflite",
+    artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"),
+    artifact_description="a TFLite flatbuffer (.tflite) exported by rvm-toolkit, with its rvm_metadata entry",
+    extra="tflite",
     requires=("tensorflow", "ai_edge_litert"), runtime_requires=("ai_edge_litert",), static="always",
     check=_check_calibration("TFLite"), variants=_when_sized, io_layout="NHWC", half_io=False,
     calibrated=("int8",)))
@@ -439,7 +468,9 @@ register(Format(
                           measured="alpha max 2.1e-2, mean 1.2e-4; foreground max 4.6e-3, mean 2.7e-4 (person_a, 58 "
                                    "frames); state zeroed every frame: alpha mean 1.25e-2"),
     },
-    artifact_name=_suffixed("", "_ncnn"), recognizes=_is_ncnn, extra="ncnn", requires=("pnnx", "ncnn"),
+    artifact_name=_suffixed("", "_ncnn"), recognizes=_is_ncnn,
+    artifact_description="an NCNN folder with model.ncnn.param, model.ncnn.bin and rvm_metadata.json",
+    extra="ncnn", requires=("pnnx", "ncnn"),
     runtime_requires=("ncnn",), static="always", check=_no_kind("NCNN"), variants=_when_sized, half_io=False))
 
 register(Format(
@@ -451,7 +482,8 @@ register(Format(
         "fp16": Tolerance(4e-2, 4e-2, 4e-3, 4e-3, measured="not measured here (no CUDA GPU): ONNX fp16's bounds"),
         "fp32": fp32_tolerance("not measured here (no CUDA GPU)"),
     },
-    artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt, extra="tensorrt",
+    artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt,
+    artifact_description="a TensorRT folder with model.engine and rvm_metadata.json", extra="tensorrt",
     requires=("tensorrt", "onnx", "onnxsim"), runtime_requires=("tensorrt", "torch"), static="always",
     check=_check_tensorrt, half_io=False, in_all=False, marks=("gpu",),
     runs_on="an NVIDIA GPU with CUDA and TensorRT ([tensorrt] extra)"))

@@ -189,6 +189,7 @@ def test_registered_format_is_complete(entry):
     assert (ROOT / "tests" / f"test_format_{entry.name}.py").is_file(), f"{entry.name} has no test module"
     assert entry.static in ("never", "optional", "always")
     assert entry.extra is None or entry.extra in pyproject_extras(), f"{entry.name}: no extra [{entry.extra}]"
+    assert entry.artifact_description.strip(), f"{entry.name}: say what a valid artifact is (the ArtifactError)"
 
 
 def pyproject_extras():
@@ -199,7 +200,8 @@ def pyproject_extras():
 def test_completeness_check_catches_a_format_without_a_runtime():
     broken = formats.Format(name="nonesuch", title="Nonesuch", precisions=("fp32",), exporter="rvm.exporters.onnx:nope",
                             runtime="rvm.runtimes.nonesuch:NoRuntime", tolerances={"fp32": formats.fp32_tolerance("")},
-                            artifact_name=lambda *a: "x", recognizes=lambda p: False)
+                            artifact_name=lambda *a: "x", recognizes=lambda p: False,
+                            artifact_description="a nonesuch file")
     with pytest.raises(AssertionError):
         test_registered_format_is_complete(broken)
 

@@ -170,14 +170,16 @@ async function main() {
   const backendFlag = rest.indexOf('--backend');
   const backend = backendFlag >= 0 ? rest[backendFlag + 1] : 'wasm';
   let session;
+  let stage = 'backend'; // what failed, in a failed hello: the backend, or the model (a bad artifact)
   try {
     if (!modelJson) throw new Error('usage: node runner.js MODEL_JSON [--backend wasm|cpu]');
-    if (!fs.existsSync(modelJson)) throw new Error(`no TF.js model at ${modelJson}: pass a model.json path`);
     if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');
     if (!(await tf.setBackend(backend))) throw new Error(`TF.js backend ${backend} failed to initialise`);
+    stage = 'model';
+    if (!fs.existsSync(modelJson)) throw new Error(`no TF.js model at ${modelJson}: pass a model.json path`);
     session = new Session(await tf.loadGraphModel(fileHandler(modelJson)));
   } catch (error) {
-    reply({ok: false, error: String(error && error.message || error)});
+    reply({ok: false, stage, error: String(error && error.message || error)});
     process.exit(1);
   }
   reply({ok: true, backend: tf.getBackend(), tfjs_version: tf.version.tfjs});
