@@ -30,11 +30,10 @@ class Worker:
         import torch
 
         from .runtimes import runtime_class
-        if threads:
+        if threads:  # the conversion's own torch work (compositing), whatever the backend
             torch.set_num_threads(threads)
-        runtime = runtime_class(model)
-        options = {"intra_op_threads": threads} if runtime.backend == "onnx" and threads else {}
-        self.runtime = runtime.from_path(model, device=device, **options)
+        # every runtime takes `threads` and maps it to its backend's setting
+        self.runtime = runtime_class(model).from_path(model, device=device, threads=threads)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job: Job, emit: Callable[[str, Any], None]) -> dict:
