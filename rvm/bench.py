@@ -435,10 +435,12 @@ def to_markdown(result: dict) -> str:
 
 
 def add_arguments(parser) -> None:
+    from .commands.options import add_checkpoint, add_ratio, add_resolution
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
-    parser.add_argument("--resolutions", default="1920x1080", help="comma-separated WIDTHxHEIGHT (default %(default)s)")
-    parser.add_argument("--ratio", default="0.25", help="downsample ratio or auto (default %(default)s)")
+    add_resolution(parser, default="1920x1080", type=str,
+                   help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
+    add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
     parser.add_argument("--e2e-frames", type=int, default=120,
@@ -447,7 +449,7 @@ def add_arguments(parser) -> None:
                         help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
     parser.add_argument("--memory-frames", default="60,600",
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
-    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
+    add_checkpoint(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
     parser.add_argument("--calibration", metavar="PATH",
                         help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
@@ -462,8 +464,8 @@ def command(args) -> int:
     from rvm.parity import parse_backends
     backends = parse_backends(args.backends)
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
-    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolutions),
-                       args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
+    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
+                       args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
                        args.e2e_repeats, args.calibration)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0
