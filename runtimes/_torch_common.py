@@ -1,5 +1,5 @@
 """What the PyTorch and TorchScript backends share: device choice and torch<->numpy state plumbing."""
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,12 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"device {device!r} asked for, but this torch build sees no CUDA GPU: use --device cpu")
     return torch.device(device)
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """torch's intra-op threads, for the whole process (torch has no per-module setting); None leaves them."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 class TorchStateMixin:

@@ -40,8 +40,24 @@ class RuntimeInfo:
             self.baked_downsample_ratio = self.metadata.downsample_ratio
 
 
+@dataclass(frozen=True)
+class SettingsSweep:
+    """Load options of a runtime that `rvm bench` measures side by side on one artifact (CPU, repeats taken in
+    turns): the numbers behind the runtime's defaults. Declared by the runtime (`Runtime.settings_sweeps`), so
+    bench runs every declared sweep without knowing any format."""
+    key: str  # the list's key in bench's JSON result
+    title: str  # the heading of its markdown table
+    columns: Tuple[Tuple[str, str], ...]  # (option, column heading) of the table, in order
+    settings: Tuple[Dict[str, Any], ...]  # `from_path` options, one row each
+    precision: str = "fp32"  # measured on our export (not a peer download) in this precision...
+    static: bool = False  # ...with a static or a dynamic profile
+
+
 class Runtime:
-    """Subclasses set `backend` and implement `_run`, `_state_to_numpy`, `_state_from_numpy`."""
+    """Subclasses set `backend` and implement `_run`, `_state_to_numpy`, `_state_from_numpy`.
+
+    Every `from_path` takes `threads: Optional[int]` (None: the backend's default), mapped to the backend's own
+    CPU thread setting; backends without one accept and ignore it."""
 
     backend = "base"
 
@@ -63,8 +79,14 @@ class Runtime:
 
     @classmethod
     def from_path(cls, path, device: str = "auto", **options) -> "Runtime":
-        """Load an artifact of this backend; `options` go to the constructor (downsample_ratio...)."""
+        """Load an artifact of this backend; `threads` (see the class) and the backend's own options are read
+        here, the rest go to the constructor (downsample_ratio...)."""
         raise NotImplementedError
+
+    @classmethod
+    def settings_sweeps(cls) -> List[SettingsSweep]:
+        """The load options `rvm bench` compares for this runtime (none unless a backend declares some)."""
+        return []
 
     # ---- backend hooks -------------------------------------------------------------------------
     def _run(self, src: np.ndarray, state: Any, downsample_ratio: float) -> Tuple[np.ndarray, np.ndarray, Any]:

@@ -5,7 +5,7 @@ what the exporter checks right after writing, and what Linux users can inspect.
 """
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -129,7 +129,8 @@ class CoreMLRuntime(Runtime):
         super().__init__(info, **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options):
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None, **options):
+        """`threads` is accepted and ignored: Core ML schedules its own compute units."""
         # the spec is read first, on every OS: a corrupt artifact is reported as such on Linux too
         facts = describe(path)
         if "downsample_ratio" not in facts["metadata"]:

@@ -52,8 +52,9 @@ class NcnnRuntime(Runtime):
                          **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options) -> "NcnnRuntime":
-        return cls(path, device=device, **options)
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None, **options) -> "NcnnRuntime":
+        """`threads`: ncnn's opt.num_threads (default: every core)."""
+        return cls(path, device=device, threads=threads, **options)
 
     def _run(self, src, state, downsample_ratio):
         if src.shape[0] != 1:

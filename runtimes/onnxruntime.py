@@ -14,7 +14,7 @@ from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, BackendUnavailable, UsageError
 from rvm.metadata import ArtifactMetadata
 
-from .base import Runtime, RuntimeInfo
+from .base import Runtime, RuntimeInfo, SettingsSweep
 
 log = logging.getLogger(__name__)
 ELEMENT_TYPES = {"tensor(float)": (np.float32, "fp32"), "tensor(float16)": (np.float16, "fp16")}
@@ -99,16 +99,32 @@ class OnnxRuntime(Runtime):
 
     @classmethod
     def from_path(cls, path, device: str = "auto", graph_optimization: str = "all",
-                  intra_op_threads: Optional[int] = None, spinning: bool = False, **options):
-        """`graph_optimization` (disable/basic/extended/all), `intra_op_threads` and `spinning` tune the session."""
+                  intra_op_threads: Optional[int] = None, spinning: bool = False, threads: Optional[int] = None,
+                  **options):
+        """`graph_optimization` (disable/basic/extended/all), `intra_op_threads` (`threads` when not given) and
+        `spinning` tune the session."""
         import onnxruntime as ort
         providers = providers_for(device)
-        session = ort.InferenceSession(str(path), session_options(graph_optimization, intra_op_threads, spinning),
+        session = ort.InferenceSession(str(path), session_options(graph_optimization, intra_op_threads or threads,
+                                                                  spinning),
                                        providers=providers)
         if device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
             raise BackendUnavailable(f"onnxruntime could not start CUDA for {path} (see its log above): "
                                      f"check the CUDA/cuDNN install or use --device cpu")
         return cls(session, path=str(path), **options)
+
+    @classmethod
+    def settings_sweeps(cls):
+        """CPU session settings of our fp32 export: the numbers behind the defaults (optimisation level ALL,
+        one intra-op thread per physical core, no spinning)."""
+        settings = [{"graph_optimization": level, "intra_op_threads": threads, "spinning": False}
+                    for threads in sorted({1, physical_cores()}) for level in ("basic", "extended", "all")]
+        settings.append({"graph_optimization": "all", "intra_op_threads": physical_cores(), "spinning": True})
+        return [SettingsSweep(
+            "onnx_cpu_settings", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical "
+                                 "core, no spinning):",
+            (("graph_optimization", "graph optimisation"), ("intra_op_threads", "intra-op threads"),
+             ("spinning", "spinning")), tuple(settings))]
 
     def _ort_value(self, array: np.ndarray):
         import onnxruntime as ort

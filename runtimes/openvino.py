@@ -19,7 +19,7 @@ from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, UsageError
 from rvm.metadata import ArtifactMetadata
 
-from .base import Runtime, RuntimeInfo
+from .base import Runtime, RuntimeInfo, SettingsSweep
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.xml"
@@ -79,9 +79,10 @@ class OpenVinoRuntime(Runtime):
 
     @classmethod
     def from_path(cls, path, device: str = "auto", inference_precision: str = "f32", state: str = "requests",
-                  **options):
+                  threads: Optional[int] = None, **options):
         """`inference_precision` (f32, bf16, f16) is the CPU plugin's hint; f32 unless asked otherwise. `state` is
-        "requests" or "stateful" (static artifacts only), see the module's docstring."""
+        "requests" or "stateful" (static artifacts only), see the module's docstring. `threads`: the CPU plugin's
+        INFERENCE_NUM_THREADS (default: the plugin's choice)."""
         import openvino as ov
         if state not in STATE_FORMS:
             raise UsageError(f"state must be one of {', '.join(STATE_FORMS)}, got {state!r}")
@@ -96,11 +97,22 @@ class OpenVinoRuntime(Runtime):
         name = device_name(device)
         if name == "CPU":
             config["INFERENCE_PRECISION_HINT"] = inference_precision
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
         # an artifact without our metadata (the official ONNX downloads): its precision from the input type
         precision = "fp16" if model.input(0).get_element_type() == ov.Type.f16 else "fp32"
         compiled = core.compile_model(model, name, config)
         runtime = StatefulOpenVinoRuntime if state == "stateful" else OpenVinoRuntime
         return runtime(compiled, path=path, metadata=metadata, precision=precision, **options)
+
+    @classmethod
+    def settings_sweeps(cls):
+        """The state's two forms on our static fp32 IR (stateful needs a static one): the numbers behind the
+        "requests" default."""
+        return [SettingsSweep("openvino_state_settings",
+                              "OpenVINO static fp32, the recurrent state as graph inputs/outputs traded between two "
+                              "infer requests or as the stateful model's variables (default: requests):",
+                              (("state", "state"),), tuple({"state": form} for form in STATE_FORMS), static=True)]
 
     def _run(self, src, state, downsample_ratio):
         import openvino as ov

@@ -7,7 +7,7 @@ from rvm.errors import UsageError
 from rvm.metadata import ArtifactMetadata
 from rvm.model import MattingNetwork
 
-from ._torch_common import TorchStateMixin, pick_device
+from ._torch_common import TorchStateMixin, pick_device, set_threads
 from .base import Runtime, RuntimeInfo
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -30,8 +30,11 @@ class PyTorchRuntime(TorchStateMixin, Runtime):
         super().__init__(info, **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", variant: str = None, refiner: str = None, **options):
+    def from_path(cls, path, device: str = "auto", variant: str = None, refiner: str = None,
+                  threads: Optional[int] = None, **options):
+        """`threads`: torch's intra-op threads (process-wide)."""
         from rvm.checkpoints import load_model
+        set_threads(threads)
         model = load_model(path, variant=variant, refiner=refiner)
         return cls(model, device=device, path=str(path), **options)
 

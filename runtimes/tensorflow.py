@@ -3,7 +3,8 @@
 States stay TF tensors (NHWC) between frames; the first frame gets scalar zeros, as the contract says.
 """
 from pathlib import Path
-from typing import List, Sequence
+import logging
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
 
+log = logging.getLogger(__name__)
+
 
 def import_tensorflow():
     try:
@@ -20,6 +23,14 @@ def import_tensorflow():
     except ImportError as why:
         raise BackendUnavailable(f"tensorflow is not installed ({why}): pip install 'rvm-toolkit[tf]'") from None
     return tf
+
+
+def set_threads(tf, threads: int) -> None:
+    try:  # the same count again is a no-op; another one after TF's runtime started raises
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as why:
+        log.warning("TensorFlow keeps its threads (%s): %d threads asked for", why, threads)
 
 
 class TensorflowRuntime(Runtime):
@@ -43,7 +54,12 @@ class TensorflowRuntime(Runtime):
         super().__init__(info, **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options) -> "TensorflowRuntime":
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None,
+                  **options) -> "TensorflowRuntime":
+        """`threads`: TF's intra- and inter-op threads, process-wide; they can only be set before TF's runtime
+        starts (a later request is logged and left)."""
+        if threads:
+            set_threads(import_tensorflow(), threads)
         return cls(path, device=device, **options)
 
     def _pick_device(self, device: str) -> str:

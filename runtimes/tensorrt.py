@@ -3,7 +3,7 @@ the GPU between frames (torch CUDA tensors are the engine's buffers; the outputs
 without leaving the GPU). Only fgr and pha are copied to the host.
 """
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -50,7 +50,8 @@ class TensorRTRuntime(Runtime):
                                      metadata=metadata), **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options) -> "TensorRTRuntime":
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None, **options) -> "TensorRTRuntime":
+        """`threads` is accepted and ignored: the engine runs on the GPU."""
         return cls(path, device=device, **options)
 
     def _run(self, src, state, downsample_ratio):

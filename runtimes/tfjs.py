@@ -180,7 +180,9 @@ class TfjsRuntime(Runtime):
         super().__init__(info, **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", tfjs_backend: str = "wasm", **options):
+    def from_path(cls, path, device: str = "auto", tfjs_backend: str = "wasm", threads: Optional[int] = None,
+                  **options):
+        """`threads` is accepted and ignored: the Node runner's TF.js backend picks its own."""
         if device not in ("auto", "cpu"):
             raise UsageError(f"TF.js in Node runs on the CPU here, not {device!r}: use device 'cpu' or 'auto'")
         return cls(path, tfjs_backend=tfjs_backend, **options)

@@ -68,8 +68,9 @@ class TFLiteRuntime(Runtime):
                          **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options) -> "TFLiteRuntime":
-        return cls(path, device=device, **options)
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None, **options) -> "TFLiteRuntime":
+        """`threads`: the interpreter's num_threads (default: every core)."""
+        return cls(path, device=device, threads=threads, **options)
 
     def _run(self, src, state, downsample_ratio):
         if src.shape[0] != 1:

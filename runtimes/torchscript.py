@@ -7,8 +7,8 @@ import torch
 from rvm.errors import ArtifactError
 from rvm.metadata import ArtifactMetadata
 
-from ._torch_common import TorchStateMixin, pick_device
-from .base import Runtime, RuntimeInfo
+from ._torch_common import TorchStateMixin, pick_device, set_threads
+from .base import Runtime, RuntimeInfo, SettingsSweep
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"  # written by exporters.torchscript; official files have none
@@ -37,13 +37,21 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
         super().__init__(RuntimeInfo(self.backend, str(device), precision, path=path, metadata=metadata), **options)
 
     @classmethod
-    def from_path(cls, path, device: str = "auto", **options):
-        """`options` go to the constructor (freeze, downsample_ratio...)."""
+    def from_path(cls, path, device: str = "auto", threads: Optional[int] = None, **options):
+        """`threads`: torch's intra-op threads (process-wide); `options` go to the constructor (freeze,
+        downsample_ratio...)."""
+        set_threads(threads)
         torch_device = pick_device(device)
         extra_files = {METADATA_FILE: ""}
         module = torch.jit.load(str(path), map_location=torch_device, _extra_files=extra_files)
         metadata = ArtifactMetadata.from_json(extra_files[METADATA_FILE]) if extra_files[METADATA_FILE] else None
         return cls(module, torch_device, metadata, path=str(path), **options)
+
+    @classmethod
+    def settings_sweeps(cls):
+        return [SettingsSweep("torchscript_cpu_settings",
+                              "TorchScript fp32 on CPU, as saved or frozen at load (default: as saved):",
+                              (("freeze", "frozen"),), ({"freeze": False}, {"freeze": True}))]
 
     @torch.inference_mode()
     def _run(self, src, state, downsample_ratio):

@@ -221,9 +221,9 @@ def check_output_dir(output_dir: Path) -> None:
 
 def resolve_model(model: Optional[str]) -> str:
     """An existing artifact path (absolute), or a known checkpoint name fetched once here, not in every worker."""
-    from .checkpoints import fetch
+    from .checkpoints import DEFAULT_CHECKPOINT, fetch
     from .runtimes import runtime_class
-    model = model or "rvm_mobilenetv3"
+    model = model or DEFAULT_CHECKPOINT
     if Path(model).exists():
         runtime_class(model)  # an artifact no backend runs, or whose extra is missing, fails now, not in every worker
         return str(Path(model).absolute())

@@ -29,12 +29,11 @@ class Worker:
     def __init__(self, model: str, device: str = "auto", threads: Optional[int] = None):
         import torch
 
-        from .runtimes import load, runtime_class
-        if threads:
+        from .runtimes import load
+        if threads:  # the conversion's own torch work (compositing), whatever the backend
             torch.set_num_threads(threads)
-        runtime = runtime_class(model)
-        options = {"intra_op_threads": threads} if runtime.backend == "onnx" and threads else {}
-        self.runtime = load(model, device=device, **options)  # a corrupt artifact: ArtifactError, as everywhere
+        # every runtime takes `threads` and maps it to its backend's setting; a corrupt artifact: ArtifactError
+        self.runtime = load(model, device=device, threads=threads)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job: Job, emit: Callable[[str, Any], None]) -> dict:

@@ -126,32 +126,36 @@ def open_runtime(model, key, path, device, entry: Optional[formats.Format] = Non
     return entry.load(path, device=device) if entry is not None else load(path, device=device)
 
 
-def onnx_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
-    """ONNX Runtime CPU session settings side by side: the numbers behind OnnxRuntime's defaults
-    (optimisation level ALL, one intra-op thread per physical core, no spinning)."""
-    from rvm.runtimes.onnxruntime import OnnxRuntime, physical_cores
-    settings = [{"graph_optimization": level, "intra_op_threads": threads, "spinning": False}
-                for threads in sorted({1, physical_cores()}) for level in ("basic", "extended", "all")]
-    settings.append({"graph_optimization": "all", "intra_op_threads": physical_cores(), "spinning": True})
-    return settings_sweep(settings, lambda options: OnnxRuntime.from_path(path, device="cpu", **options),
+def declared_sweeps() -> list:
+    """Every settings sweep the registered formats' runtimes declare (`Runtime.settings_sweeps`), with its
+    runtime class, in registry order."""
+    return [(runtime, sweep) for runtime in dict.fromkeys(entry.entry_point("runtime") for entry in
+                                                         formats.FORMATS.values())
+            for sweep in runtime.settings_sweeps()]
+
+
+def run_sweep(runtime_class, sweep, path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
+    """One declared sweep on the artifact at `path`, on the CPU."""
+    return settings_sweep(list(sweep.settings),
+                          lambda options: runtime_class.from_path(path, device="cpu", **options),
                           src, ratio, frames, repeats)
 
 
-def torchscript_settings_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
-    """TorchScript loaded as saved or frozen: the numbers behind TorchScriptRuntime's freeze=False default."""
-    from rvm.runtimes.torchscript import TorchScriptRuntime
-    return settings_sweep([{"freeze": False}, {"freeze": True}],
-                          lambda options: TorchScriptRuntime.from_path(path, device="cpu", **options),
-                          src, ratio, frames, repeats)
-
-
-def openvino_state_sweep(path, src: np.ndarray, ratio: float, frames: int, repeats: int) -> List[dict]:
-    """A static OpenVINO IR with its state as graph inputs/outputs traded between two requests, or as the stateful
-    model's variables: the numbers behind OpenVinoRuntime's "requests" default."""
-    from rvm.runtimes.openvino import STATE_FORMS, OpenVinoRuntime
-    return settings_sweep([{"state": form} for form in STATE_FORMS],
-                          lambda options: OpenVinoRuntime.from_path(path, device="cpu", **options),
-                          src, ratio, frames, repeats)
+def sweeps_of(targets: Sequence[formats.Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
+              repeats: int) -> dict:
+    """sweep key -> rows, for each exported row (not a peer download) whose runtime declares a sweep of its
+    precision and profile."""
+    declared = declared_sweeps()
+    results = {sweep.key: [] for _, sweep in declared}
+    for target in targets:
+        path = paths.get((target.name, target.precision))
+        if target.peer is not None or not isinstance(path, Path):
+            continue
+        runtime_class = target.format.entry_point("runtime")
+        for owner, sweep in declared:
+            if owner is runtime_class and (sweep.precision, sweep.static) == (target.precision, target.is_static):
+                results[sweep.key] = run_sweep(runtime_class, sweep, path, src, ratio, frames, repeats)
+    return results
 
 
 def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: float, frames: int,
@@ -333,17 +337,9 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
         r = ratios[(width, height)]
-        onnx_path = paths.get(("onnx", "fp32"))
-        torchscript_path = paths.get(("torchscript", "fp32"))
-        openvino_path = paths.get(("openvino static", "fp32"))
-        settings, torchscript_settings, openvino_settings = [], [], []
         src = sample_frame(width, height)
-        if device == "cpu" and isinstance(onnx_path, Path):
-            settings = onnx_settings_sweep(onnx_path, src, r, frames, repeats)
-        if device == "cpu" and isinstance(torchscript_path, Path):
-            torchscript_settings = torchscript_settings_sweep(torchscript_path, src, r, frames, repeats)
-        if device == "cpu" and isinstance(openvino_path, Path):
-            openvino_settings = openvino_state_sweep(openvino_path, src, r, frames, repeats)
+        # the sweeps measure CPU settings: on another device they would be empty
+        sweeps = sweeps_of(targets if device == "cpu" else [], paths, src, r, frames, repeats)
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
@@ -369,8 +365,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             runtime.close()
     result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
-              "onnx_cpu_settings": settings, "torchscript_cpu_settings": torchscript_settings,
-              "openvino_state_settings": openvino_settings}
+              **sweeps}
     if memory:
         counts = sorted(memory)
         result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
@@ -423,21 +418,13 @@ def to_markdown(result: dict) -> str:
             lines.append(f"| {c['name']} | {c['precision']} | {c['resolution']} | {c['frames']} | "
                          f"{c['plain_fps']:.2f} | {c['sequential_fps']:.2f} | {c['pipelined_fps']:.2f} | "
                          f"{c['speedup']:.2f} | {c['speedup_over_sequential']:.2f} | {c['share_of_tensor']:.0%} |")
-    if result["onnx_cpu_settings"]:
-        lines += ["", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical core, "
-                      "no spinning):", "", "| graph optimisation | intra-op threads | spinning | frames/s |",
-                  "|---|---|---|---|"]
-        lines += [f"| {s['graph_optimization']} | {s['intra_op_threads']} | {s['spinning']} | {s['fps']:.2f} |"
-                  for s in result["onnx_cpu_settings"]]
-    if result["torchscript_cpu_settings"]:
-        lines += ["", "TorchScript fp32 on CPU, as saved or frozen at load (default: as saved):", "",
-                  "| frozen | frames/s |", "|---|---|"]
-        lines += [f"| {s['freeze']} | {s['fps']:.2f} |" for s in result["torchscript_cpu_settings"]]
-    if result["openvino_state_settings"]:
-        lines += ["", "OpenVINO static fp32, the recurrent state as graph inputs/outputs traded between two infer "
-                      "requests or as the stateful model's variables (default: requests):", "",
-                  "| state | frames/s |", "|---|---|"]
-        lines += [f"| {s['state']} | {s['fps']:.2f} |" for s in result["openvino_state_settings"]]
+    for _, sweep in declared_sweeps():
+        if not result.get(sweep.key):
+            continue
+        headings = [heading for _, heading in sweep.columns] + ["frames/s"]
+        lines += ["", sweep.title, "", "| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+        lines += ["| " + " | ".join(str(s[option]) for option, _ in sweep.columns) + f" | {s['fps']:.2f} |"
+                  for s in result[sweep.key]]
     if "peak_memory_mib" in result:
         memory = result["peak_memory_mib"]
         lines += ["", "Peak memory of a pipelined conversion (" + memory["backend"] + "): " +
@@ -448,10 +435,12 @@ def to_markdown(result: dict) -> str:
 
 
 def add_arguments(parser) -> None:
+    from .commands.options import add_checkpoint, add_ratio, add_resolution
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                         help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
-    parser.add_argument("--resolutions", default="1920x1080", help="comma-separated WIDTHxHEIGHT (default %(default)s)")
-    parser.add_argument("--ratio", default="0.25", help="downsample ratio or auto (default %(default)s)")
+    add_resolution(parser, default="1920x1080", type=str,
+                   help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
+    add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")
     parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
     parser.add_argument("--e2e-frames", type=int, default=120,
@@ -460,7 +449,7 @@ def add_arguments(parser) -> None:
                         help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
     parser.add_argument("--memory-frames", default="60,600",
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
-    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
+    add_checkpoint(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
     parser.add_argument("--calibration", metavar="PATH",
                         help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
@@ -475,8 +464,8 @@ def command(args) -> int:
     from rvm.parity import parse_backends
     backends = parse_backends(args.backends)
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
-    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolutions),
-                       args.ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
+    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
+                       args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
                        args.e2e_repeats, args.calibration)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

@@ -23,6 +23,7 @@ from .model import MattingNetwork
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CHECKPOINT = "rvm_mobilenetv3"  # what every verb and function loads when not told (named here only)
 DOWNLOAD_TIMEOUT_S = 30
 WHEEL_TIMEOUT_S = 300
 HOW_TO_PASS = "pass a file with --checkpoint PATH (load_model(PATH)) or put it in $RVM_CHECKPOINT_DIR"
@@ -239,7 +240,7 @@ def build_model(state: Dict[str, Tensor], source, variant: Optional[str] = None,
     return model.eval()
 
 
-def load_model(name_or_path="rvm_mobilenetv3", variant: Optional[str] = None, refiner: Optional[str] = None,
+def load_model(name_or_path=DEFAULT_CHECKPOINT, variant: Optional[str] = None, refiner: Optional[str] = None,
                device: str = "cpu") -> MattingNetwork:
     """MattingNetwork in eval mode from a `.pth`/`.onnx` path or a known checkpoint name (see the README for
     the lookup order). `model.checkpoint_info` records what was loaded, for artifact metadata."""

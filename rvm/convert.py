@@ -1,8 +1,7 @@
 """`convert_video`: the conversion job for a runtime or a checkpoint (the official converter's entry point)."""
+from .checkpoints import DEFAULT_CHECKPOINT
 from .pipeline import ConvertError, ConvertSummary, convert, parse_color
 from .runtimes.pytorch import PyTorchRuntime
-
-DEFAULT_CHECKPOINT = "rvm_mobilenetv3"
 
 
 def convert_video(input_source, runtime=None, checkpoint=None, variant=None, device: str = "auto",
@@ -10,7 +9,7 @@ def convert_video(input_source, runtime=None, checkpoint=None, variant=None, dev
     """Matte `input_source` (video file or image folder); `options` are those of `rvm.pipeline.convert`.
 
     `runtime`: any `rvm.runtimes.Runtime`, left open; when None, PyTorch eager runs `checkpoint` (a path or a
-    known name, default 'rvm_mobilenetv3') on `device`, and is closed at the end.
+    known name, default DEFAULT_CHECKPOINT) on `device`, and is closed at the end.
     """
     if runtime is not None:
         return convert(runtime, input_source, **options)

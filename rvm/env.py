@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from rvm import formats
-from rvm.errors import BackendUnavailable, MissingDependency, UsageError, one_line
+from rvm.errors import BackendUnavailable, MissingDependency, one_line
 from rvm.version import __version__
 
 # packages worth a line whether or not a format names them (video I/O, batch, browser tests, converters)
@@ -38,8 +38,6 @@ ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "RVM_CHECKPOINT_DIR",
             "RVM_VALIDATION_CLIP")
 COMMAND_TIMEOUT = 10  # seconds for each external command (node, chromium, nvidia-smi)
-# a representative export request for formats whose check looks at the machine (a GPU for TensorRT)
-PROBE_RESOLUTION, PROBE_RATIO = (1280, 720), 0.25
 
 
 class Unknown(Exception):
@@ -279,16 +277,7 @@ def format_status(entry: formats.Format) -> Dict[str, Any]:
     runtime needs more than packages (an OS, a GPU, Node.js)."""
     status: Dict[str, Any] = {"title": entry.title, "extra": entry.extra, "precisions": list(entry.precisions)}
     try:
-        entry.require()
-        # the format's own request check, on a representative request: some look at the machine (a GPU); a
-        # refusal of that request itself (any other UsageError) says nothing about this machine
-        options = formats.ExportOptions(resolution=PROBE_RESOLUTION, downsample_ratio=PROBE_RATIO,
-                                        static=entry.static == "always")
-        try:
-            entry.check_request(entry.precisions[0], options)
-        except UsageError as error:
-            if isinstance(error, (MissingDependency, BackendUnavailable)):
-                raise
+        entry.check_env()  # packages, then what the format probes on the machine (a GPU)
         status["export"], status["export_reason"] = True, None
     except (MissingDependency, BackendUnavailable) as error:
         status["export"], status["export_reason"] = False, str(error)

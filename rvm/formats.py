@@ -96,6 +96,9 @@ class Format:
     runtime_requires: Tuple[str, ...] = ()  # import names the runtime needs, checked when an artifact is loaded
     static: str = "optional"  # "never", "optional" or "always": fixed resolution with the ratio baked in
     check: Optional[Callable[[str, ExportOptions], None]] = None  # raises UsageError for a request it refuses
+    # what this machine must have beyond the `requires` packages (a GPU): raises BackendUnavailable when absent.
+    # Apart from `check`, which judges the request alone; `check_env` runs both availability checks
+    probe: Optional[Callable[[], None]] = None
     variants: Callable[[ExportOptions], List[ExportOptions]] = lambda options: [options]  # what `all` writes
     runs_on: str = ""  # where its runtime can run, when not everywhere
     in_all: bool = True  # written by `--format all` (False for formats that need hardware most machines lack)
@@ -120,6 +123,13 @@ class Format:
             if importlib.util.find_spec(module) is None:
                 what = f"the {self.title} runtime" if runtime else f"the {self.name} exporter"
                 raise MissingDependency(what, self.extra or "all", module)
+
+    def check_env(self) -> None:
+        """Raise MissingDependency or BackendUnavailable when this machine cannot export the format: its packages
+        (`require`), then its `probe`."""
+        self.require()
+        if self.probe is not None:
+            self.probe()
 
     def load(self, path, device: str = "auto", **options):
         """Run the artifact at `path` with this format's runtime (a peer file may be run by another format's
@@ -413,11 +423,9 @@ def _is_tensorrt(path: Path) -> bool:
     return path.suffix.lower() in (".engine", ".plan") or (path / "model.engine").is_file()
 
 
-def _check_tensorrt(precision: str, options: ExportOptions) -> None:
-    """TensorRT builds engines on an NVIDIA GPU only: the package and a CUDA device, checked before any work."""
-    _no_kind("TensorRT")(precision, options)
-    if importlib.util.find_spec("tensorrt") is None:
-        raise MissingDependency("the tensorrt exporter", "tensorrt", "tensorrt")
+def _probe_tensorrt() -> None:
+    """TensorRT builds engines on an NVIDIA GPU only: a CUDA device, checked before any work (the package is in
+    `requires`)."""
     import torch
     if not torch.cuda.is_available():
         raise BackendUnavailable(f"TensorRT engines are built and run on an NVIDIA GPU: TensorRT is installed but "
@@ -485,7 +493,7 @@ register(Format(
     artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt,
     artifact_description="a TensorRT folder with model.engine and rvm_metadata.json", extra="tensorrt",
     requires=("tensorrt", "onnx", "onnxsim"), runtime_requires=("tensorrt", "torch"), static="always",
-    check=_check_tensorrt, half_io=False, in_all=False, marks=("gpu",),
+    check=_no_kind("TensorRT"), probe=_probe_tensorrt, half_io=False, in_all=False, marks=("gpu",),
     runs_on="an NVIDIA GPU with CUDA and TensorRT ([tensorrt] extra)"))
 
 
@@ -538,11 +546,16 @@ class Target:
     peer: Optional[Peer] = None
     static: bool = False  # the static artifact of a format whose static profile is optional
 
+    @property
+    def is_static(self) -> bool:
+        """Its artifact has a fixed resolution: a static row, or a format that is always static."""
+        return self.static or self.format.static == "always"
+
     def export_options(self, resolution: Resolution, downsample_ratio: float,
                        calibration: Optional[str] = None) -> ExportOptions:
         """Static rows are exported for the frames' own size and ratio; the rest keep shapes dynamic. Precisions
         that need calibration get `calibration` (a source other than the frames compared; None: the export refuses)."""
-        static = self.static or self.format.static == "always"
+        static = self.is_static
         return ExportOptions(resolution=resolution if static else None, downsample_ratio=downsample_ratio,
                              static=static, validate=False,
                              calibration=calibration if self.precision in self.format.calibrated else None)
@@ -583,8 +596,8 @@ def plan(fmt: str, precision: Optional[str] = None, options: Optional[ExportOpti
         if not jobs:
             raise UsageError(f"no format can be exported in {precision}")
     checked = [replace(job, options=job.format.check_request(job.precision, job.options)) for job in jobs]
-    for entry in {job.format.name: job.format for job in checked}.values():
-        entry.require()
+    for entry in {job.format.name: job.format for job in checked}.values():  # the request first, then the machine
+        entry.check_env()
     return checked
 
 

@@ -140,15 +140,16 @@ def to_json(rows: List[ParityRow], context: dict) -> dict:
 
 
 def add_arguments(parser) -> None:
+    from .commands.options import add_checkpoint, add_ratio
     names = [REFERENCE, *formats.FORMATS]
     parser.add_argument("--backends", default=",".join(names),
                         help=f"comma-separated subset of {','.join(names)} (default: all)")
-    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
+    add_checkpoint(parser)
     parser.add_argument("--clip", help="real footage to compare on (default: $RVM_VALIDATION_CLIP)")
     parser.add_argument("--frames", type=int, default=58, help="recurrent frames per backend (default 58)")
-    parser.add_argument("--downsample-ratio", type=float, default=0.5,
-                        help="ratio for every backend (default 0.5, on the clip upscaled 2x: the refiner is "
-                             "exercised and the network sees the person at the clip's own size)")
+    add_ratio(parser, type=float, default=0.5,
+              help="ratio for every backend (default 0.5, on the clip upscaled 2x: the refiner is "
+                   "exercised and the network sees the person at the clip's own size)")
     parser.add_argument("--calibration", metavar="PATH",
                         help="int8 rows: calibration clip or frame folder (several joined by commas), never the parity "
                              "clip; without it those rows are reported unavailable")

@@ -147,12 +147,13 @@ def to_markdown(profiles: Sequence[Profile], size, ratio: float) -> str:
 
 
 def add_arguments(parser) -> None:
+    from .commands.options import add_checkpoint, add_ratio, add_resolution
     parser.add_argument("artifacts", nargs="*", metavar="ONNX", help="ONNX artifacts to profile beside PyTorch eager")
-    parser.add_argument("--resolution", default="1920x1080", help="WIDTHxHEIGHT of the frame (default %(default)s)")
-    parser.add_argument("--ratio", type=float, default=0.25, help="downsample ratio (default %(default)s)")
+    add_resolution(parser, default="1920x1080", type=str, help="WIDTHxHEIGHT of the frame (default %(default)s)")
+    add_ratio(parser, default=0.25, type=float, help="downsample ratio (default %(default)s)")
     parser.add_argument("--frames", type=int, default=5,
                         help=f"profiled frames after {WARMUP} warm-up ones (default %(default)s)")
-    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
+    add_checkpoint(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
 
@@ -166,7 +167,7 @@ def command(args) -> int:
         raise UsageError(f"--frames must be at least 1, got {args.frames}")
     for path in args.artifacts:  # refuse a wrong artifact before minutes of profiling
         onnx_file(path)
-    profiles = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.ratio, args.frames)
+    profiles = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.downsample_ratio, args.frames)
     print(json.dumps([asdict(p) for p in profiles], indent=2) if args.json else
-          to_markdown(profiles, sizes[0], args.ratio))
+          to_markdown(profiles, sizes[0], args.downsample_ratio))
     return 0

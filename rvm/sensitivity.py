@@ -113,16 +113,17 @@ def to_markdown(rows: Sequence[SensitivityRow]) -> str:
 
 
 def add_arguments(parser) -> None:
+    from .commands.options import add_checkpoint, add_ratio
     parser.add_argument("--calibration", metavar="PATH", required=True,
                         help="calibration clip or frame folder (several joined by commas), never the compared clip")
     parser.add_argument("--clip", help="real footage to compare on (default: $RVM_VALIDATION_CLIP)")
     parser.add_argument("--frames", type=int, default=58, help="recurrent frames compared (default %(default)s)")
-    parser.add_argument("--downsample-ratio", type=float, default=0.5,
-                        help="ratio, on the clip upscaled 2x as rvm parity does (default %(default)s)")
+    add_ratio(parser, type=float, default=0.5,
+              help="ratio, on the clip upscaled 2x as rvm parity does (default %(default)s)")
     parser.add_argument("--units", help="comma-separated units to try (default: every one in the graph)")
     parser.add_argument("--calibration-frames", type=int, default=16,
                         help="frames read from each calibration source (default %(default)s)")
-    parser.add_argument("--checkpoint", default="rvm_mobilenetv3", help="checkpoint name or path (default %(default)s)")
+    add_checkpoint(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
 

@@ -25,7 +25,8 @@ LAYERS = [
     ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
     ("exporters", ["rvm.exporters"]),
     ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.profile", "rvm.sensitivity", "rvm.batch", "rvm.batch_jobs", "rvm.batch_workers",
-                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.env", "rvm.cli"]),
+                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.env", "rvm.commands",
+                      "rvm.cli"]),
 ]
 
 
@@ -210,3 +211,77 @@ def test_clip_for_validation_comes_from_the_tests_not_the_library():
     assert Path(os.environ["RVM_VALIDATION_CLIP"]).resolve() == need(CLIPS / "person_a.mp4").resolve()
     library = [path for name, path in MODULES.items() if "shared" in path.read_text()]
     assert not [p for p in library if "../shared" in p.read_text() or '"shared"' in p.read_text()], library
+
+
+# Modules that are about particular formats by nature, each with why; every other rvm module is generic.
+FORMAT_SPECIFIC = {
+    "rvm/formats.py": "the registry itself",
+    "rvm/web.py": "the browser page's two engines (TF.js, onnxruntime-web) are named after their formats in the "
+                  "page's models.json, which app.js reads",
+}
+
+
+def format_names_branched_on(path: Path):
+    """(line, name) of each string constant equal to a registered format name that generic code branches on or
+    looks up by: compared (`==`, `in`), a dict key, a subscript, a `.get`/`.pop`/`.setdefault` key or a `case`
+    pattern. Docstrings, help text, messages and call arguments (`export(model, "onnx", ...)`) are not branching."""
+    names = set(formats.FORMATS)
+
+    def constants(node):
+        if isinstance(node, ast.Constant) and node.value in names:
+            yield node
+        elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            for element in node.elts:
+                yield from constants(element)
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        keys = []
+        if isinstance(node, ast.Compare):
+            keys = [node.left, *node.comparators]
+        elif isinstance(node, ast.Dict):
+            keys = [key for key in node.keys if key is not None]
+        elif isinstance(node, ast.Subscript):
+            keys = [node.slice]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args \
+                and node.func.attr in ("get", "pop", "setdefault"):
+            keys = [node.args[0]]
+        elif isinstance(node, ast.MatchValue):
+            keys = [node.value]
+        found += [(constant.lineno, constant.value) for key in keys for constant in constants(key)]
+    return sorted(found)
+
+
+def test_generic_code_does_not_branch_on_format_names():
+    """What differs between formats is declared in the registry (rvm/formats.py) or by the format's runtime
+    (`threads`, `settings_sweeps`), never a comparison with a format's name in a generic module."""
+    offenders = []
+    for path in sorted((ROOT / "rvm").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative not in FORMAT_SPECIFIC:
+            offenders += [f"{relative}:{line}: {name!r}" for line, name in format_names_branched_on(path)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_format_name_scan_finds_branching(tmp_path):
+    source = tmp_path / "generic.py"
+    source.write_text('"""Mentions onnx."""\n'
+                      'def f(runtime, paths, table):\n'
+                      '    export(runtime, "onnx", "fp32")  # an argument: fine\n'
+                      '    if runtime.backend == "onnx":\n'
+                      '        return paths.get(("openvino", "fp32"))\n'
+                      '    if runtime.backend in ("tflite", "ncnn"):\n'
+                      '        return {"tf": 1}, table["coreml"]\n')
+    assert format_names_branched_on(source) == [(4, "onnx"), (5, "openvino"), (6, "ncnn"), (6, "tflite"),
+                                                (7, "coreml"), (7, "tf")]
+
+
+@pytest.mark.parametrize("runtime", [entry.runtime for entry in formats.FORMATS.values()] + [formats.REFERENCE_RUNTIME])
+def test_every_runtime_takes_threads(runtime):
+    """Generic code (batch workers) passes `threads=` to whichever runtime runs the artifact."""
+    import inspect
+    module, name = runtime.split(":")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    assert "threads" in inspect.signature(cls.from_path).parameters, runtime
+    for sweep in cls.settings_sweeps():  # what bench measures is declared by the runtime, in its own options
+        assert sweep.settings and all(set(options) >= {o for o, _ in sweep.columns} for options in sweep.settings)

@@ -77,7 +77,8 @@ def test_static_ir_with_spec(model, clip, folder):
 def test_stateful_form_matches_state_ports(model, clip, folder):
     """OpenVINO's stateful model (state in ReadValue/Assign variables) computes what the default form does, its
     state reads out and restores, and the bench measures both; a dynamic IR is refused (state shapes unknown)."""
-    from rvm.bench import openvino_state_sweep
+    from rvm.bench import run_sweep
+    from rvm.runtimes.openvino import OpenVinoRuntime
     path = folder / "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
     if not path.exists():
         options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validate=False)
@@ -91,7 +92,8 @@ def test_stateful_form_matches_state_ports(model, clip, folder):
         stateful.reset()
         assert_state_round_trips(stateful, clip[:4], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
     src = np.ascontiguousarray(clip[0].transpose(2, 0, 1)[None], np.float32) / 255
-    sweep = openvino_state_sweep(path, src, STATIC_RATIO, frames=1, repeats=1)
+    (declared,) = OpenVinoRuntime.settings_sweeps()
+    sweep = run_sweep(OpenVinoRuntime, declared, path, src, STATIC_RATIO, frames=1, repeats=1)
     assert [(row["state"], row["fps"] > 0) for row in sweep] == [("requests", True), ("stateful", True)]
     dynamic = folder / "rvm_mobilenetv3_openvino_fp32"
     if not dynamic.exists():

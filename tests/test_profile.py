@@ -61,7 +61,7 @@ def test_block_of_node(name, block):
 
 def test_cli_profiles_an_artifact(artifacts, capsys):
     argv = ["profile", str(artifacts["dynamic"]), "--checkpoint", str(need(DGF_WEIGHTS)),
-            "--resolution", "x".join(map(str, SIZE)), "--ratio", str(RATIO), "--frames", "1", "--json"]
+            "--resolution", "x".join(map(str, SIZE)), "--downsample-ratio", str(RATIO), "--frames", "1", "--json"]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["name"].split(" ")[0] for row in rows] == ["pytorch", artifacts["dynamic"].name]

@@ -1,0 +1,54 @@
+"""`rvm batch`: matte many videos with one model, on a local worker pool or a Ray cluster."""
+import sys
+from pathlib import Path
+
+from ..checkpoints import DEFAULT_CHECKPOINT
+from .options import add_output_options
+
+
+def add_arguments(parser) -> None:
+    from ..batch import DEFAULT_RETRIES
+    from ..batch_jobs import OUTPUT_KINDS
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders of videos, image-sequence "
+                        "folders, or globs (quote them: 'footage/**/*.mp4')")
+    parser.add_argument("--manifest", metavar="FILE", help="CSV or JSONL: input, outputs by kind "
+                        f"({', '.join(OUTPUT_KINDS)}), per-job options (output_type, background, downsample_ratio, "
+                        "input_resize, output_video_mbps, seq_chunk)")
+    parser.add_argument("-o", "--output-dir", required=True, help="where outputs, the ledger and the summary go")
+    parser.add_argument("--model", metavar="ARTIFACT", help=f"any artifact or checkpoint (default {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto: a GPU per worker if any)")
+    out = parser.add_argument_group("outputs (as rvm convert)")
+    out.add_argument("--outputs", default="composition", metavar="KIND[,KIND]",
+                     help=f"which outputs, comma-separated: {', '.join(OUTPUT_KINDS)} (default composition)")
+    out.add_argument("--video-format", choices=["mp4", "mov", "mkv", "webm"], default="mp4")
+    out.add_argument("--rgba-format", choices=["mov", "webm"], default="mov")
+    add_output_options(out, overwrite_help="replace outputs that exist before the first run")
+    run = parser.add_argument_group("running")
+    run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); no address: a local Ray")
+    run.add_argument("--workers", type=int, help="local worker processes (default: measured, see README)")
+    run.add_argument("--threads", type=int, help="threads per worker (default 1)")
+    run.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                     help=f"attempts after the first for a failing job (default {DEFAULT_RETRIES})")
+    run.add_argument("--segment-frames", type=int,
+                     help="convert long clips as segments of this many frames (0: never; default: see README)")
+    run.add_argument("--disable-progress", action="store_true", help="no progress bar")
+
+
+def command(args) -> int:
+    from ..batch import SUMMARY_NAME, batch_convert
+    result = batch_convert(
+        args.inputs, args.output_dir, manifest=args.manifest, outputs=[k.strip() for k in args.outputs.split(",")],
+        output_type=args.output_type, video_format=args.video_format, rgba_format=args.rgba_format,
+        model=args.model, device=args.device, overwrite=args.overwrite, retries=args.retries, workers=args.workers,
+        threads=args.threads, ray_address=args.ray or None, use_ray=args.ray is not None,
+        segment_frames=args.segment_frames, progress=not args.disable_progress, background=args.background,
+        downsample_ratio=args.downsample_ratio, input_resize=args.input_resize,
+        output_video_mbps=args.output_video_mbps, seq_chunk=args.seq_chunk)
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts.items()))
+    print(f"{len(result.jobs)} jobs in {result.seconds:.1f} s ({counts}); summary: "
+          f"{Path(args.output_dir) / SUMMARY_NAME}")
+    for job in result.jobs:
+        if job["outcome"] == "failed":
+            print(f"failed: {job['input']}: {job['reason']}", file=sys.stderr)
+    return 0 if result.succeeded else 1
