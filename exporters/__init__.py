@@ -37,6 +37,9 @@ def run_job(model, job: formats.ExportJob, output_dir=".", overwrite: bool = Fal
     final = output_dir / entry.artifact_name(model.variant, precision, options)
     if final.exists() and not overwrite:
         raise UsageError(f"{final} exists: pass --overwrite (overwrite=True) to replace it")
+    if options.validate:
+        from .validate import validation_clip
+        validation_clip(entry, precision, options)  # refuses before any work where only footage can validate
     output_dir.mkdir(parents=True, exist_ok=True)
     # same folder, same suffix: the rename is atomic and the runtime recognises the format from the name
     temporary = output_dir / f".tmp-{uuid.uuid4().hex[:8]}-{final.name}"

@@ -1,18 +1,30 @@
 """Validation of a freshly written artifact: its own Runtime against PyTorch on real frames, with the one
-`compare` the parity suite uses and the tolerance the registry gives that format and precision."""
+`compare` the parity suite uses and the tolerance the registry gives that format and precision: on the user's clip
+the footage bounds, without one the sample scene's (`Tolerance.scene`; the parity suite holds every row to both)."""
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from rvm.compare import compare
-from rvm.errors import BackendUnavailable, ValidationError
+from rvm.errors import BackendUnavailable, UsageError, ValidationError
 from rvm.formats import ExportOptions, Format
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import VALIDATION_RATIO, validation_frames
+from rvm.samples import VALIDATION_RATIO, default_clip, validation_frames
 
 log = logging.getLogger(__name__)
+
+
+def validation_clip(entry: Format, precision: str, options: ExportOptions):
+    """The clip this export will be validated on (None: the sample scene), or a UsageError, raised before any
+    work, where the sample scene cannot prove this precision."""
+    clip = options.validation_clip or default_clip()
+    reason = entry.tolerances[precision].needs_clip
+    if options.validate and clip is None and reason:
+        raise UsageError(f"{entry.name} {precision} needs a validation clip: {reason}; pass --validation-clip with "
+                         f"footage of a person (not the calibration clip), or --no-validate")
+    return clip
 
 
 def validate_artifact(model, path: Path, entry: Format, precision: str, options: ExportOptions) -> None:
@@ -22,15 +34,17 @@ def validate_artifact(model, path: Path, entry: Format, precision: str, options:
     except BackendUnavailable as why:
         log.warning("%s %s: not run after export (%s)", entry.name, precision, why)
         return
-    frames = validation_frames(options.validation_frames, options.validation_clip,
+    clip = validation_clip(entry, precision, options)
+    frames = validation_frames(options.validation_frames, clip,
                                options.resolution if options.static else None)
     ratio = options.downsample_ratio or VALIDATION_RATIO
     reference = PyTorchRuntime(model, device="cpu")
     with candidate:
         result = compare(reference, candidate, [np.asarray(f) for f in frames], ratio)
-    bounds = entry.tolerance(precision, model.refiner_name)
+    bounds = entry.tolerance(precision, model.refiner_name, scene=clip is None)
     alpha_bound = "none" if bounds.pha_max is None else f"{bounds.pha_max:.2g}"
-    summary = (f"{entry.name} {precision}: {result.frames} frames, alpha max abs {result.pha_max:.2e} (tolerance "
+    source = "the sample scene" if clip is None else Path(clip).name
+    summary = (f"{entry.name} {precision}: {result.frames} frames of {source}, alpha max abs {result.pha_max:.2e} (tolerance "
                f"{alpha_bound}), alpha mean abs {result.pha_mean:.2e} (tolerance {bounds.pha_mean:.2g}), "
                f"foreground max abs {result.fgr_max:.2e} (tolerance {bounds.fgr_max:.2g})")
     problems = result.failures(bounds)

@@ -1,7 +1,8 @@
 """The cross-backend suite, generated from the format registry: every format and precision (and each peer, such
 as the official ONNX download) against PyTorch fp32 on real footage, 58 recurrent frames, with the registered
 tolerances. Each row's bounds are also shown to reject a broken artifact: the same artifact run with its
-recurrent state zeroed every frame (a state that is not carried is the bug users see as flicker)."""
+recurrent state zeroed every frame (a state that is not carried is the bug users see as flicker). The same holds
+on the sample scene that export validation runs without a clip, with the scene's bounds."""
 import json
 import sys
 
@@ -12,13 +13,14 @@ from rvm import formats
 from rvm.compare import compare
 from rvm.parity import run_parity, to_json, to_markdown
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import validation_frames
+from rvm.samples import SCENE_SIZE, sample_scene, validation_frames
 from tests.artifact_helpers import StateZeroedEveryFrame
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
 
 ON_MACOS = sys.platform == "darwin"
 TARGETS = formats.targets()
 BROKEN_FRAMES = 20
+SCENE_FRAMES = formats.ExportOptions().validation_frames  # what export validation runs without a clip
 CALIBRATION = ("person_b.mp4", "person_c.mp4")  # rows that need calibration calibrate here, never on person_a
 
 
@@ -92,6 +94,29 @@ def test_state_zeroed_every_frame_fails_the_row(rows, model, frames, target):
     problems = result.failures(target.format.tolerance(target.precision, model.refiner_name))
     assert problems, (f"{target.name} {target.precision}: a stateless run (alpha mean {result.pha_mean:.2e}, "
                       f"MAD {result.metrics.mad:.2f}) passes the bounds, which therefore cannot catch that bug")
+
+
+@pytest.mark.parametrize("target", [target_param(t) for t in TARGETS])
+def test_row_on_the_sample_scene(rows, model, target):
+    """A user's export without a clip is validated on the sample scene, at the size it validates there (its own
+    for a static artifact) and the ratio of these rows: the artifact holds the scene's bounds, and the same
+    artifact with its state zeroed every frame misses them."""
+    row = rows[(target.name, target.precision)]
+    if row.status != "ok":
+        pytest.skip(f"{target.name} {target.precision} did not run here: {row.reason}")
+    bounds = target.format.tolerance(target.precision, model.refiner_name, scene=True)
+    with target.format.load(row.artifact, device="cpu") as runtime:
+        scene = sample_scene(SCENE_FRAMES, runtime.info.fixed_resolution or SCENE_SIZE)
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, scene, 0.5)
+        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), scene, 0.5)
+    if bounds.needs_clip:  # the reason validation gives still holds: the scene cannot tell the two apart
+        assert broken.metrics.mad < 2 * result.metrics.mad, (
+            f"{target.name} {target.precision} now carries its state visibly on the scene (MAD {result.metrics.mad:.2f}"
+            f" against {broken.metrics.mad:.2f} stateless): give it scene bounds instead of needs_clip")
+        return
+    assert not result.failures(bounds), (target.name, target.precision, result)
+    assert broken.failures(bounds), (f"{target.name} {target.precision}: a stateless run on the scene (alpha mean "
+                                     f"{broken.pha_mean:.2e}, foreground mean {broken.fgr_mean:.2e}) passes its bounds")
 
 
 @pytest.mark.skipif(ON_MACOS, reason="on macOS CoreML runs and is held to its tolerance above")
