@@ -56,7 +56,10 @@ class NodeRunner:
     """The Node process and the request/answer framing with it; one request at a time."""
 
     def __init__(self, model_json: Path, tfjs_backend: str = "wasm"):
-        self.process = subprocess.Popen([find_node(), str(RUNNER), str(model_json), "--backend", tfjs_backend],
+        # Node runs in RUNNER_DIR (where its node_modules are): a path relative to the user's folder would point
+        # nowhere there, so it gets the absolute one; messages keep the path as the user gave it
+        self.process = subprocess.Popen([find_node(), str(RUNNER), str(Path(model_json).resolve()), "--backend",
+                                         tfjs_backend],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         cwd=RUNNER_DIR)
         self._stderr = collections.deque(maxlen=20)  # the tail, to explain a crash
