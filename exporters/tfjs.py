@@ -76,7 +76,9 @@ def convert_in_subprocess(saved_model: Path, output_dir: Path, precision: str) -
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2",
            "TFDF_DISABLE_WELCOME_MESSAGE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "rvm.exporters.tfjs", str(saved_model), str(output_dir), precision],
+    # absolute paths: the converter is another process, whose folder is not part of the contract
+    done = subprocess.run([sys.executable, "-m", "rvm.exporters.tfjs", str(Path(saved_model).resolve()),
+                           str(Path(output_dir).resolve()), precision],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]

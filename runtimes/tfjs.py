@@ -72,7 +72,8 @@ class NodeRunner:
     """The Node process and the request/answer framing with it; one request at a time."""
 
     def __init__(self, model_json: Path, tfjs_backend: str = "wasm"):
-        # absolute: the runner runs in its own folder, where a path relative to ours would not be found
+        # Node runs in RUNNER_DIR (where its node_modules are): a path relative to the user's folder would point
+        # nowhere there, so it gets the absolute one; messages keep the path as the user gave it
         self.process = subprocess.Popen([find_node(), str(RUNNER), str(Path(model_json).resolve()), "--backend",
                                          tfjs_backend],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

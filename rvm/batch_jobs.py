@@ -181,6 +181,8 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
         raise BatchError(f"RGBA outputs are .mov (ProRes 4444) or .webm (VP9), not .{rgba_format}")
     base = {k: v for k, v in (options or {}).items() if v is not None}
     base["output_type"] = output_type
+    if "background" in base:
+        base["background"] = _background(base["background"], Path.cwd())
     work_dir = str(output_dir / STATE_FOLDER)
     jobs = []
     for path in _expand_inputs(inputs):
@@ -192,6 +194,8 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
         for row in read_manifest(manifest):
             job_options = dict(base)
             job_options.update({k: _option(k, row[k]) for k in JOB_OPTIONS if row.get(k) not in (None, "")})
+            if row.get("background") not in (None, ""):
+                job_options["background"] = _background(job_options["background"], folder)
             source = folder / str(row["input"])  # a missing input fails as that job, the others go on
             named = {k: str(output_dir / str(row[k])) for k in OUTPUT_KINDS if row.get(k)}
             job_outputs = named or _default_outputs(source.stem, output_dir, outputs, job_options["output_type"],
@@ -212,6 +216,18 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
 # ---- the ledger ------------------------------------------------------------------------------------
 
 LEDGER_NAME = "ledger.jsonl"
+
+
+def _background(value, folder: Path):
+    """A background file as an absolute path (workers, Ray actors above all, may run in another folder): relative
+    to `folder` (the manifest's, or the current one for --background), else to the current folder; a colour (or
+    a file that is nowhere) stays as it is, for `convert_video` to judge."""
+    if not isinstance(value, (str, Path)):
+        return value
+    for candidate in (folder / value, Path(value)):
+        if candidate.exists():
+            return str(candidate.absolute())
+    return value
 
 
 def ledger_path(output_dir) -> Path:

