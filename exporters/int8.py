@@ -38,8 +38,8 @@ CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: README
 def calibration_samples(model, options, with_ratio: bool, frames_per_source: int = CALIBRATION_FRAMES
                         ) -> List[Dict[str, np.ndarray]]:
     """Inputs of every calibration frame with the states the fp32 model produced on the frames before it."""
-    from rvm.samples import VALIDATION_RATIO, resize_frames
-    from rvm.video import read_frames
+    from rvm.media.samples import VALIDATION_RATIO, resize_frames
+    from rvm.media.video import read_frames
     ratio = float(options.downsample_ratio or VALIDATION_RATIO)
     model = model.float().cpu().eval()
     samples = []

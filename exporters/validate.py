@@ -11,7 +11,7 @@ from rvm.errors import BackendUnavailable, UsageError, ValidationError
 from rvm.formats import ExportOptions, Format
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import VALIDATION_RATIO, default_clip, validation_frames
+from rvm.media.samples import VALIDATION_RATIO, default_clip, validation_frames
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import torch
 from rvm.exporters import ExportOptions, export
 from rvm import MattingNetwork
 from rvm import formats
-from rvm.video import read_frames
+from rvm.media.video import read_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
 from tests.conftest import CLIPS, DGF_WEIGHTS, need

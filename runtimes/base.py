@@ -190,8 +190,8 @@ class Runtime:
             self.reset()
 
     def convert(self, input_source, **options):
-        """Run the whole conversion job on this runtime (see `rvm.pipeline.convert`)."""
-        from rvm.pipeline import convert
+        """Run the whole conversion job on this runtime (see `rvm.media.pipeline.convert`)."""
+        from rvm.media.pipeline import convert
         return convert(self, input_source, **options)
 
     def __repr__(self) -> str:

@@ -5,14 +5,14 @@ extras installed, and the package itself imports none of its layers.
 """
 import importlib
 
-from .version import __version__
+from rvm.version import __version__
 
 _API = {
     "MattingNetwork": "rvm.model",
     "load_model": "rvm.checkpoints",
     "Runtime": "rvm.runtimes",
-    "convert_video": "rvm.convert",
-    "batch_convert": "rvm.batch",
+    "convert_video": "rvm.media.convert",
+    "batch_convert": "rvm.batch.driver",
     "export": "rvm.exporters",
     "ExportOptions": "rvm.formats",
     "FORMATS": "rvm.formats",

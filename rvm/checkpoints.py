@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import CheckpointError, UsageError
-from .model import MattingNetwork
+from rvm.errors import CheckpointError, UsageError
+from rvm.model import MattingNetwork
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def load_model(name_or_path=DEFAULT_CHECKPOINT, variant: Optional[str] = None, r
 
 
 def _onnx_state(path: Path, variant: Optional[str]) -> Dict[str, Tensor]:
-    from .onnx_import import onnx_state_dict
+    from rvm.onnx_import import onnx_state_dict
     try:
         state, _ = onnx_state_dict(path, variant)
     except ValueError as err:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import ArtifactError, BackendUnavailable, MissingDependency, RVMError, UsageError, brief
+from rvm.errors import ArtifactError, BackendUnavailable, MissingDependency, RVMError, UsageError, brief
 
 Resolution = Tuple[int, int]  # (width, height)
 
@@ -50,7 +50,7 @@ class Tolerance:
     mad: Optional[float] = None  # alpha MAD bound, x1e-3 (the paper's units; see rvm.metrics)
     dtssd: Optional[float] = None  # temporal-coherence bound, x1e-2
     measured: str = ""
-    # Export validation without a clip runs on the sample scene (rvm.samples): its own bounds where they differ
+    # Export validation without a clip runs on the sample scene (rvm.media.samples): its own bounds where they differ
     # from footage's, or why it cannot prove this precision (then validation asks for a clip)
     scene: Optional["Tolerance"] = None
     needs_clip: str = ""
@@ -87,7 +87,7 @@ def fp32_tolerance(measured: str) -> Tolerance:
     return Tolerance(1e-4, 1e-4, 1e-5, 1e-5, fast_guided_filter_max=FAST_GUIDED_FILTER_FP32_FLOOR, measured=measured)
 
 
-# On the sample scene (export validation without a clip: 8 frames of rvm.samples.sample_scene) fp16's worst pixels
+# On the sample scene (export validation without a clip: 8 frames of rvm.media.samples.sample_scene) fp16's worst pixels
 # are larger than on footage and move with the frame size: TorchScript fp16 alpha max 4.5e-2 at 324x184, 2.8e-2 at
 # 320x192 (foreground at most 2.4e-2); the others 1.7e-2 to 3.6e-2. The max bounds there are 8e-2, about 1.8x the
 # worst; the means stay the footage's, and they reject the state zeroed every frame (alpha mean 2.0e-2 to 2.5e-2).

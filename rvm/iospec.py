@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import List, Tuple
 
-from .contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 
 SUFFIX = ".iospec.json"
 STATE_CHANNELS = {"mobilenetv3": (16, 20, 40, 64), "resnet50": (16, 32, 64, 128)}  # r1..r4 per backbone

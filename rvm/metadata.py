@@ -11,7 +11,7 @@ import platform
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .version import __version__
+from rvm.version import __version__
 
 SCHEMA_VERSION = 1
 PRODUCER = "rvm-toolkit"

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UsageError
-from .model import MattingNetwork
+from rvm.errors import UsageError
+from rvm.model import MattingNetwork
 
 # the first convolution's weight shape tells the backbone apart
 FIRST_CONV_SHAPES = {(16, 3, 3, 3): "mobilenetv3", (64, 3, 7, 7): "resnet50"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rvm import MattingNetwork
-from rvm.samples import CLIP_ENV, validation_frames
+from rvm.media.samples import CLIP_ENV, validation_frames
 
 # tensorflow_decision_forests (imported by tensorflowjs) prints a welcome banner through IPython unless told not to
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")

@@ -2,6 +2,7 @@
 user's own `models/`, `runtimes/` or `exporters/` cannot shadow ours, and every registered format is complete."""
 import ast
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,16 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # repository folder -> import name (pyproject's package-dir)
 PACKAGES = {"rvm": "rvm", "exporters": "rvm.exporters", "runtimes": "rvm.runtimes", "models": "rvm.models"}
 
-# Each module's layer; an import may only reach its own layer or one below.
+# The layers, bottom up, as folders: a module's layer is that of the innermost listed package holding it (modules
+# directly in rvm/, and its unlisted subpackages such as rvm.model, are the foundation). An import may only reach
+# its own layer or one below.
 LAYERS = [
-    ("foundation", ["rvm", "rvm.version", "rvm.errors", "rvm.contracts", "rvm.formats", "rvm.metadata", "rvm.iospec",
-                    "rvm.metrics", "rvm.compare", "rvm.model", "rvm.checkpoints", "rvm.onnx_import", "rvm.models",
-                    "rvm.memory"]),
-    ("runtimes and video", ["rvm.runtimes", "rvm.video", "rvm.samples", "rvm.pipeline"]),
+    ("foundation", ["rvm"]),
+    ("runtimes and media", ["rvm.runtimes", "rvm.media"]),
     ("exporters", ["rvm.exporters"]),
-    ("jobs and CLI", ["rvm.convert", "rvm.parity", "rvm.bench", "rvm.profile", "rvm.sensitivity", "rvm.batch", "rvm.batch_jobs", "rvm.batch_workers",
-                      "rvm.batch_ray", "rvm.batch_segments", "rvm.batch_bench", "rvm.web", "rvm.env", "rvm.commands",
-                      "rvm.cli"]),
+    ("measure, batch and web", ["rvm.measure", "rvm.batch", "rvm.web"]),
+    ("commands", ["rvm.commands"]),
 ]
 
 
@@ -77,19 +77,25 @@ GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
 
 
 def layer_of(name: str) -> int:
-    best = None
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            # "rvm" names the package itself; its modules each need their own entry
-            if (name == prefix or (prefix != "rvm" and name.startswith(prefix + "."))) and (best is None or len(prefix) > len(best[1])):
-                best = (index, prefix)
-    assert best is not None, f"{name} has no layer: add it to LAYERS in {Path(__file__).name}"
-    return best[0]
+    holders = [(len(package), index) for index, (_, packages) in enumerate(LAYERS) for package in packages
+               if name == package or name.startswith(package + ".")]
+    assert holders, f"{name} is outside the rvm package"
+    return max(holders)[1]
 
 
 def test_every_module_has_a_layer():
     for name in MODULES:
         layer_of(name)
+
+
+def test_layers_are_folders_and_the_wheel_ships_each():
+    """Each listed package is a folder of the repository, and pyproject's package list is exactly the packages
+    on disk (a new folder cannot be left out of the wheel, nor a removed one linger)."""
+    packages = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert {package for _, listed in LAYERS for package in listed} <= packages
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = text[text.index("packages = ["):].split("]", 1)[0]
+    assert set(re.findall(r'"([\w.]+)"', listed)) == packages
 
 
 def test_imports_only_go_down():
@@ -216,7 +222,7 @@ def test_clip_for_validation_comes_from_the_tests_not_the_library():
 # Modules that are about particular formats by nature, each with why; every other rvm module is generic.
 FORMAT_SPECIFIC = {
     "rvm/formats.py": "the registry itself",
-    "rvm/web.py": "the browser page's two engines (TF.js, onnxruntime-web) are named after their formats in the "
+    "rvm/web/site.py": "the browser page's two engines (TF.js, onnxruntime-web) are named after their formats in the "
                   "page's models.json, which app.js reads",
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from rvm import formats
-from rvm.cli import main
+from rvm.commands.cli import main
 from rvm.errors import ArtifactError, BackendUnavailable, CheckpointError, MissingDependency
 from rvm.formats import ExportOptions
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
@@ -239,7 +239,7 @@ def test_convert_refuses_a_bad_artifact_with_exit_2(tmp_path, monkeypatch, capsy
 
 
 def run_rvm(cwd: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rvm.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rvm.commands.cli", *args], cwd=cwd, capture_output=True, text=True,
                           errors="replace", timeout=300)
 
 

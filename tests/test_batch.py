@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.batch import SUMMARY_NAME, batch_convert
-from rvm.batch_jobs import STATE_FOLDER, BatchError, ledger_path, plan_jobs, read_manifest
-from rvm.cli import main
-from rvm.convert import convert_video
-from rvm.video import VideoSink, read_frames, read_rgba
+from rvm.batch.driver import SUMMARY_NAME, batch_convert
+from rvm.batch.jobs import STATE_FOLDER, BatchError, ledger_path, plan_jobs, read_manifest
+from rvm.commands.cli import main
+from rvm.media.convert import convert_video
+from rvm.media.video import VideoSink, read_frames, read_rgba
 
 from .conftest import CLIPS, OFFICIAL_ONNX, need
 
@@ -213,7 +213,7 @@ def test_ctrl_c_keeps_nothing_partial_and_the_rerun_finishes(tmp_path, clips, re
     command again completes every job, frame-exact."""
     import subprocess
     import sys
-    command = [sys.executable, "-m", "rvm.cli", "batch", str(clips), "-o", str(tmp_path / "out"), "--model", model,
+    command = [sys.executable, "-m", "rvm.commands.cli", "batch", str(clips), "-o", str(tmp_path / "out"), "--model", model,
                "--outputs", ",".join(OUTPUTS), "--output-type", "png_sequence", "--workers", "2",
                "--disable-progress"]
     # a test run started in the background (`nohup ... &`) ignores SIGINT, and children inherit that: this child gets
@@ -302,7 +302,7 @@ def test_manifest_csv_options_are_typed(tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
-    from rvm.batch_ray import OBJECT_STORE_BYTES
+    from rvm.batch.ray_executor import OBJECT_STORE_BYTES
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_enable_metrics_collection", "0")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
@@ -326,7 +326,7 @@ def test_ray_redoes_the_job_of_a_killed_actor(tmp_path, clips, reference, model,
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA GPUs here: one worker per GPU (test_batch_on_gpus)")
 def test_local_pool_is_one_single_thread_worker_per_core_without_gpus():
-    from rvm.batch_workers import THREADS_PER_WORKER, local_pool
+    from rvm.batch.workers import THREADS_PER_WORKER, local_pool
     pool = local_pool("model.onnx")
     assert [(slot.device, slot.threads) for slot in pool.slots] == [("cpu", THREADS_PER_WORKER)] * os.cpu_count()
     assert [(slot.device, slot.threads) for slot in local_pool("model.onnx", workers=3, threads=2).slots] == \

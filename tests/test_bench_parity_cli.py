@@ -2,7 +2,7 @@
 commands' output, not timed assertions: the machines are noisy)."""
 import json
 
-from rvm.cli import main
+from rvm.commands.cli import main
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 
@@ -51,7 +51,7 @@ def test_parity_rejects_unknown_backend(capsys):
 
 
 def _report_peak(queue):
-    from rvm.bench import peak_rss_mib
+    from rvm.measure.bench import peak_rss_mib
     queue.put(peak_rss_mib())
 
 
@@ -61,7 +61,7 @@ def test_peak_memory_of_a_spawned_child_is_its_own():
 
     import numpy as np
 
-    from rvm.bench import peak_rss_mib
+    from rvm.measure.bench import peak_rss_mib
     ballast = np.ones(400 * 2**20 // 8)  # 400 MiB held by this process while the child runs
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

@@ -1,11 +1,11 @@
-"""`rvm convert` through `rvm.cli.main`: the official flags, the bar (four outputs in one call), and error exits."""
+"""`rvm convert` through `rvm.commands.cli.main`: the official flags, the bar (four outputs in one call), and error exits."""
 import os
 
 import numpy as np
 import pytest
 
-from rvm.cli import main
-from rvm.video import open_source, read_frames, read_rgba
+from rvm.commands.cli import main
+from rvm.media.video import open_source, read_frames, read_rgba
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 from .video_helpers import image_folder, short_clip

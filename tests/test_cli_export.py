@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from rvm.cli import export_main as main
+from rvm.commands.cli import export_main as main
 from rvm.metadata import ArtifactMetadata
 from rvm.runtimes.coreml import describe
 

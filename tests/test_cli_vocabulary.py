@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from rvm.cli import build_parser
+from rvm.commands.cli import build_parser
 from rvm.commands.options import HIDDEN_ALIASES, add_output_options
 
 # dests that name one meaning twice: neither spelling of a pair may be a dest of its own beside the other

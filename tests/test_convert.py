@@ -5,8 +5,8 @@ import av
 import numpy as np
 import pytest
 
-from rvm.convert import ConvertError, convert_video, parse_color
-from rvm.video import VideoError, open_source, read_frames, read_rgba
+from rvm.media.convert import ConvertError, convert_video, parse_color
+from rvm.media.video import VideoError, open_source, read_frames, read_rgba
 
 from .conftest import BACKGROUND, CLIPS, need
 from .video_helpers import SHORT_FRAMES, image_folder, png_alphas, reference_runtime, short_clip

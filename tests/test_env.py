@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from rvm import env, formats
+from rvm import formats
+from rvm.commands import env
 
 RVM = Path(sys.executable).parent / "rvm"
 SECTIONS = ("rvm-toolkit", "Python", "System", "CPU", "PyTorch", "Packages", "Node.js and Chromium", "GPUs",
@@ -61,7 +62,7 @@ def test_a_missing_package_is_reported_with_its_extra(tmp_path):
     entry = next(e for e in formats.FORMATS.values() if e.extra and any(m not in base for m in e.requires))
     module = next(m for m in entry.requires if m not in base)
     script = (f"import sys, json\nsys.modules[{module!r}] = None  # import raises, find_spec answers None\n"
-              "from rvm.env import collect\nprint(json.dumps(collect(), default=str))\n")
+              "from rvm.commands.env import collect\nprint(json.dumps(collect(), default=str))\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=user_env(), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -125,7 +125,7 @@ def test_metadata(artifacts, name):
 def test_traced_graph_matches_the_network_over_recurrent_frames(model):
     """The converted graph (the traced wrapper) is MattingNetwork at that size and ratio, images scaled
     to 0..255, and zero states behave like the network's own None states (first frame)."""
-    from rvm.samples import validation_frames
+    from rvm.media.samples import validation_frames
     traced, shapes = trace_fixed_size(model, RESOLUTION, RATIO)
     assert [list(s) for s in shapes] == STATE_SHAPES
     frames = validation_frames(8, need(CLIPS / "person_a.mp4"), RESOLUTION)
@@ -185,7 +185,7 @@ def test_runtime_refuses_prediction_off_macos(artifacts):
 @pytest.mark.skipif(not ON_MACOS, reason="CoreML prediction needs macOS; on Linux the spec is checked instead")
 @pytest.mark.parametrize("name", JOBS)
 def test_prediction_matches_pytorch_on_macos(model, artifacts, name):
-    from rvm.samples import validation_frames
+    from rvm.media.samples import validation_frames
     from rvm.compare import compare
     from rvm.runtimes.pytorch import PyTorchRuntime
     precision = JOBS[name][0]

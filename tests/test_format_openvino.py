@@ -15,7 +15,7 @@ from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from rvm.samples import validation_frames  # noqa: E402
+from rvm.media.samples import validation_frames  # noqa: E402
 
 from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
                                assert_refuses_other_sizes, assert_state_round_trips, calibration, failures)
@@ -77,7 +77,7 @@ def test_static_ir_with_spec(model, clip, folder):
 def test_stateful_form_matches_state_ports(model, clip, folder):
     """OpenVINO's stateful model (state in ReadValue/Assign variables) computes what the default form does, its
     state reads out and restores, and the bench measures both; a dynamic IR is refused (state shapes unknown)."""
-    from rvm.bench import run_sweep
+    from rvm.measure.bench import run_sweep
     from rvm.runtimes.openvino import OpenVinoRuntime
     path = folder / "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
     if not path.exists():

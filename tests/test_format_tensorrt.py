@@ -14,7 +14,7 @@ from rvm.exporters import export
 from rvm.formats import ExportOptions
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import validation_frames
+from rvm.media.samples import validation_frames
 
 from .artifact_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
 

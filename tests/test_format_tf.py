@@ -16,7 +16,7 @@ from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import ExportOptions, export  # noqa: E402
 from rvm.compare import compare  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
-from rvm.video import read_frames  # noqa: E402
+from rvm.media.video import read_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tensorflow import TensorflowRuntime  # noqa: E402

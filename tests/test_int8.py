@@ -10,7 +10,7 @@ from rvm.exporters.int8 import KEEP_FP32, calibration_samples
 from rvm.formats import ExportOptions
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import validation_frames
+from rvm.media.samples import validation_frames
 
 from .artifact_helpers import FRAMES, ColourOrderSwapped, calibration, failures
 

@@ -11,7 +11,7 @@ from .conftest import DGF_WEIGHTS, need
 def _page_faults_per_frame(queue, weights, keep):
     import resource
 
-    from rvm.bench import sample_frame
+    from rvm.measure.bench import sample_frame
     from rvm.checkpoints import load_model
     from rvm.memory import keep_freed_memory
     from rvm.runtimes.pytorch import PyTorchRuntime

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from rvm.cli import main
+from rvm.commands.cli import main
 from rvm.exporters import ExportOptions, export
-from rvm.profile import BLOCKS, OTHER, block_of_node, onnx_profile, pytorch_profile
+from rvm.measure.profile import BLOCKS, OTHER, block_of_node, onnx_profile, pytorch_profile
 
 from .conftest import DGF_WEIGHTS, need
 
@@ -24,7 +24,7 @@ def artifacts(model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def src():
-    from rvm.bench import sample_frame
+    from rvm.measure.bench import sample_frame
     return sample_frame(*SIZE)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rvm.batch_jobs import plan_jobs
+from rvm.batch.jobs import plan_jobs
 from rvm.runtimes import tfjs as tfjs_runtime
 
 from .conftest import BACKGROUND, CLIPS, WEIGHTS, need

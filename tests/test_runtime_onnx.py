@@ -114,8 +114,8 @@ def test_cuda_without_provider_says_so(official):
 
 
 def test_convert_with_official_download(official, tmp_path):
-    pytest.importorskip("rvm.convert")
-    from rvm.video import read_frames
+    pytest.importorskip("rvm.media.convert")
+    from rvm.media.video import read_frames
     alpha = tmp_path / "alpha.mp4"
     Runtime.load(official, device="cpu").convert(need(CLIPS / "person_narrow.mp4"), output_alpha=alpha,
                                                  progress=False)

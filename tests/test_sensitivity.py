@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from rvm.cli import main
-from rvm.samples import validation_frames
-from rvm.sensitivity import ALL_INT8, DEFAULT_SET, run_sensitivity, unit_of
+from rvm.commands.cli import main
+from rvm.media.samples import validation_frames
+from rvm.measure.sensitivity import ALL_INT8, DEFAULT_SET, run_sensitivity, unit_of
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 

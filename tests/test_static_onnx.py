@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from rvm import formats
-from rvm.cli import main as rvm_main
+from rvm.commands.cli import main as rvm_main
 from rvm.compare import compare
 from rvm.errors import UsageError
 from rvm.exporters import export
@@ -18,7 +18,7 @@ from rvm.formats import ExportOptions
 from rvm.iospec import spec_path, state_shapes
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import validation_frames
+from rvm.media.samples import validation_frames
 
 from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,
                                assert_state_round_trips, failures)

@@ -63,8 +63,8 @@ def child(weights: str, clip: str, frames: str, backends: str) -> None:
 
     from rvm import formats
     from rvm.checkpoints import load_model
-    from rvm.parity import run_parity
-    from rvm.samples import validation_frames
+    from rvm.measure.parity import run_parity
+    from rvm.media.samples import validation_frames
 
     model = load_model(weights)
     # TF.js in its default precision only: the kernel path matters for the graph, not the weights' storage

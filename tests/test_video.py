@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.video import (PngSequenceSink, VideoError, VideoSink, mean_2x2, open_source, read_frames, read_rgba,
+from rvm.media.video import (PngSequenceSink, VideoError, VideoSink, mean_2x2, open_source, read_frames, read_rgba,
                        to_yuv420p)
 
 from .conftest import CLIPS, need

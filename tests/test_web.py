@@ -22,12 +22,14 @@ import av
 import numpy as np
 import pytest
 
-from rvm import cli, formats, web
+from rvm import formats
+from rvm.commands import cli
+from rvm.web import site as web
 from rvm.compare import compare
 from rvm.exporters import export
 from rvm.formats import ExportOptions
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.samples import validation_frames
+from rvm.media.samples import validation_frames
 
 from .conftest import BACKGROUND, CLIPS, dgf_model, need
 
@@ -380,7 +382,7 @@ def test_cli_refuses_onnx_the_page_cannot_feed(tmp_path, capsys):
 def test_cli_serve_prints_a_url_that_serves_the_page(artifacts, tmp_path):
     import urllib.request
 
-    server = subprocess.Popen([sys.executable, "-m", "rvm.cli", "web", str(artifacts["onnx"]), "-o",
+    server = subprocess.Popen([sys.executable, "-m", "rvm.commands.cli", "web", str(artifacts["onnx"]), "-o",
                                str(tmp_path / "site"), "--serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().startswith("built ")

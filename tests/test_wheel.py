@@ -30,7 +30,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rvm import web
+from rvm.web import site as web
 from rvm.errors import BackendUnavailable, MissingNodePackages, UsageError
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
@@ -131,8 +131,8 @@ def test_wheel_holds_the_package_and_its_data_only(installed):
     names = zipfile.ZipFile(installed.wheel).namelist()
     for name in ("rvm/__init__.py", "rvm/cli.py", "rvm/exporters/__init__.py", "rvm/exporters/onnx.py",
                  "rvm/runtimes/__init__.py", "rvm/runtimes/tfjs.py", "rvm/model/network.py",
-                 "rvm/models/manifest.json", "rvm/webapp/index.html", "rvm/webapp/app.js", "rvm/webapp/style.css",
-                 "rvm/webapp/package.json", "rvm/webapp/package-lock.json", "rvm/runtimes/tfjs_runner/runner.js",
+                 "rvm/models/manifest.json", "rvm/web/page/index.html", "rvm/web/page/app.js", "rvm/web/page/style.css",
+                 "rvm/web/page/package.json", "rvm/web/page/package-lock.json", "rvm/runtimes/tfjs_runner/runner.js",
                  "rvm/runtimes/tfjs_runner/package.json", "rvm/runtimes/tfjs_runner/package-lock.json"):
         assert name in names, name
     top = {name.split("/")[0] for name in names} - {"rvm"}
@@ -142,7 +142,7 @@ def test_wheel_holds_the_package_and_its_data_only(installed):
 
 @slow
 def test_rvm_is_imported_from_the_installed_wheel(installed, tmp_path):
-    code = "import rvm, rvm.cli, rvm.exporters, rvm.runtimes, rvm.models, rvm.web; print(rvm.__file__)"
+    code = "import rvm, rvm.commands.cli, rvm.exporters, rvm.runtimes, rvm.models, rvm.web.site; print(rvm.__file__)"
     result = run([installed.python, "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     location = Path(result.stdout.strip()).resolve()
@@ -164,7 +164,7 @@ def test_onnx_export_convert_and_web_from_an_empty_folder(installed, workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (workdir / "pha.mp4").stat().st_size > 0
 
-    webapp = installed.package / "webapp"
+    webapp = installed.package / "web" / "page"
     line = error_line(run([installed.rvm, "web", "exports/rvm_mobilenetv3_fp32.onnx", "-o", "site"], workdir))
     assert "page's engines" in line and "npm ci --prefix" in line, line
     assert not (workdir / "site").exists()
@@ -212,7 +212,7 @@ def test_tfjs_export_and_convert_from_an_empty_folder(installed, workdir, tmp_pa
 
 def test_missing_npm_packages_name_the_command(monkeypatch, tmp_path):
     """Without the page's engines, `rvm web` says the one command that installs them where they are looked for."""
-    folder = tmp_path / "site packages" / "rvm" / "webapp"  # a space: the path is quoted for the shell
+    folder = tmp_path / "site packages" / "rvm" / "web" / "page"  # a space: the path is quoted for the shell
     monkeypatch.setattr(web, "WEBAPP_DIR", folder)
     monkeypatch.setattr(web, "MODULES", folder / "node_modules")
     with pytest.raises(MissingNodePackages) as error:

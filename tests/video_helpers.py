@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from rvm.model import MattingNetwork
-from rvm.video import VideoSink, read_frames
+from rvm.media.video import VideoSink, read_frames
 from .conftest import CLIPS, DGF_WEIGHTS, need
 
 SHORT_FRAMES = 4  # inference dominates test time: a few real frames per conversion

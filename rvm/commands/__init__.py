@@ -1,3 +1,3 @@
-"""The verbs of the `rvm` command that have no job module of their own to carry their arguments: each module
-defines `add_arguments(parser)` and `command(args)`, as every verb's module does (see `rvm.cli.VERBS`).
-`options` is the vocabulary all verbs share: one spelling per meaning."""
+"""The `rvm` command, one module per verb (as Optimum's `optimum/commands/`): each defines `add_arguments(parser)`
+and `command(args)` and leaves the work to its layer below; `cli` is the entry point that registers them, `options`
+the vocabulary all verbs share (one spelling per meaning)."""

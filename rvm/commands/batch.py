@@ -2,13 +2,13 @@
 import sys
 from pathlib import Path
 
-from ..checkpoints import DEFAULT_CHECKPOINT
-from .options import add_output_options
+from rvm.checkpoints import DEFAULT_CHECKPOINT
+from rvm.commands.options import add_output_options
 
 
 def add_arguments(parser) -> None:
-    from ..batch import DEFAULT_RETRIES
-    from ..batch_jobs import OUTPUT_KINDS
+    from rvm.batch.driver import DEFAULT_RETRIES
+    from rvm.batch.jobs import OUTPUT_KINDS
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders of videos, image-sequence "
                         "folders, or globs (quote them: 'footage/**/*.mp4')")
     parser.add_argument("--manifest", metavar="FILE", help="CSV or JSONL: input, outputs by kind "
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
-    from ..batch import SUMMARY_NAME, batch_convert
+    from rvm.batch.driver import SUMMARY_NAME, batch_convert
     result = batch_convert(
         args.inputs, args.output_dir, manifest=args.manifest, outputs=[k.strip() for k in args.outputs.split(",")],
         output_type=args.output_type, video_format=args.video_format, rgba_format=args.rgba_format,

@@ -1,7 +1,7 @@
 """`rvm convert`: matte a video or an image folder; accepts the official RVM inference.py's flags unchanged."""
-from ..checkpoints import DEFAULT_CHECKPOINT
-from ..errors import UsageError
-from .options import add_output_options
+from rvm.checkpoints import DEFAULT_CHECKPOINT
+from rvm.errors import UsageError
+from rvm.commands.options import add_output_options
 
 
 def add_arguments(parser) -> None:
@@ -25,14 +25,14 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
-    from ..convert import convert_video
-    from ..memory import keep_freed_memory
+    from rvm.media.convert import convert_video
+    from rvm.memory import keep_freed_memory
     keep_freed_memory()  # this process is ours: PyTorch conversions ~8% faster at 1080p (see rvm/memory.py)
     if args.model and args.checkpoint:
         raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
     runtime = None
     if args.model:
-        from ..runtimes import load
+        from rvm.runtimes import load
         runtime = load(args.model, device=args.device)
     try:
         summary = convert_video(

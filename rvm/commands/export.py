@@ -1,8 +1,8 @@
 """`rvm export` (and `rvm-export`): a checkpoint to deployment formats, each artifact validated against PyTorch."""
 import argparse
 
-from .. import formats
-from .options import add_checkpoint, add_ratio, add_resolution
+from rvm import formats
+from rvm.commands.options import add_checkpoint, add_ratio, add_resolution
 
 DEFAULT_EXPORT_DIR = "models/exports"
 
@@ -39,8 +39,8 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
-    from ..checkpoints import load_model
-    from ..exporters import run_job
+    from rvm.checkpoints import load_model
+    from rvm.exporters import run_job
     options = formats.ExportOptions(resolution=args.resolution, downsample_ratio=args.downsample_ratio,
                                     static=args.static, simplify=args.simplify, kind=args.kind,
                                     calibration=args.calibration, validate=args.validate,

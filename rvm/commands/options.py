@@ -6,7 +6,7 @@ spelled as here; an old spelling keeps parsing as a hidden alias (`HIDDEN_ALIASE
 import argparse
 from typing import Optional
 
-from ..checkpoints import DEFAULT_CHECKPOINT
+from rvm.checkpoints import DEFAULT_CHECKPOINT
 
 # canonical spelling -> old spellings that still parse into the same dest, hidden from --help
 HIDDEN_ALIASES = {"--downsample-ratio": ("--ratio",), "--resolution": ("--resolutions",)}

@@ -1,3 +1,3 @@
-from .network import REFINERS, VARIANTS, MattingNetwork
+from rvm.model.network import REFINERS, VARIANTS, MattingNetwork
 
 __all__ = ["MattingNetwork", "VARIANTS", "REFINERS"]

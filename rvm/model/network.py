@@ -4,11 +4,11 @@ from typing import List, Optional, Tuple
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .decoder import RecurrentDecoder
-from .lraspp import LRASPP
-from .mobilenetv3 import MobileNetV3LargeEncoder
-from .refiners import DeepGuidedFilterRefiner, FastGuidedFilterRefiner
-from .resnet import ResNet50Encoder
+from rvm.model.decoder import RecurrentDecoder
+from rvm.model.lraspp import LRASPP
+from rvm.model.mobilenetv3 import MobileNetV3LargeEncoder
+from rvm.model.refiners import DeepGuidedFilterRefiner, FastGuidedFilterRefiner
+from rvm.model.resnet import ResNet50Encoder
 
 VARIANTS = ("mobilenetv3", "resnet50")
 REFINERS = ("deep_guided_filter", "fast_guided_filter")

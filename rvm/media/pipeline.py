@@ -21,9 +21,9 @@ import torch
 from PIL import Image, ImageColor
 from tqdm import tqdm
 
-from .contracts import DEFAULT_GREEN
-from .errors import UsageError, VideoError
-from .video import IMAGE_SUFFIXES, FrameSink, FrameSource, PngSequenceSink, VideoSink, check_writable, open_source
+from rvm.contracts import DEFAULT_GREEN
+from rvm.errors import UsageError, VideoError
+from rvm.media.video import IMAGE_SUFFIXES, FrameSink, FrameSource, PngSequenceSink, VideoSink, check_writable, open_source
 
 log = logging.getLogger(__name__)
 

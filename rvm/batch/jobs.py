@@ -14,8 +14,8 @@ from glob import glob, has_magic
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import UsageError
-from .video import IMAGE_SUFFIXES
+from rvm.errors import UsageError
+from rvm.media.video import IMAGE_SUFFIXES
 
 OUTPUT_KINDS = ("composition", "alpha", "foreground", "rgba")
 # the `convert_video` options a job may set; the rest (runtime, progress, overwrite...) belong to the batch

@@ -20,8 +20,8 @@ from typing import Callable, Dict, List, Optional
 import av
 import numpy as np
 
-from .convert import convert_video
-from .video import AudioCopy, FrameSource, open_source, replace_into_place, temporary_sibling
+from rvm.media.convert import convert_video
+from rvm.media.video import AudioCopy, FrameSource, open_source, replace_into_place, temporary_sibling
 
 # 1800 frames (a minute at 30 fps; 3-4 minutes of CPU work at 1080p) bounds what a crash costs, and the boundary
 # and join costs measured (README, "Batch") stay under 1% of a segment's conversion
@@ -52,7 +52,7 @@ def frame_count(path, resize=None) -> Optional[int]:
 
 
 def convert_job(job, runtime, on_frames: Callable[[int], None]) -> dict:
-    """Run `job` (a `rvm.batch_jobs.Job`) on `runtime`; returns frames, segments and how many were reused."""
+    """Run `job` (a `rvm.batch.jobs.Job`) on `runtime`; returns frames, segments and how many were reused."""
     count = frame_count(job.input, job.options.get("input_resize")) if job.segment_frames else None
     if not count or count <= job.segment_frames:
         summary = convert_video(job.input, runtime=runtime, progress=False, overwrite=True, on_frames=on_frames,

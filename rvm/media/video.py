@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import VideoError
+from rvm.errors import VideoError
 
 log = logging.getLogger(__name__)
 

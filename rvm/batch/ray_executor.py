@@ -12,9 +12,9 @@ import threading
 from typing import Any, Callable, List, Optional
 from urllib.parse import urlparse
 
-from .batch_jobs import BatchError, Job, JobFailed
-from .batch_workers import THREADS_PER_WORKER, Pool, Worker
-from .errors import MissingDependency
+from rvm.batch.jobs import BatchError, Job, JobFailed
+from rvm.batch.workers import THREADS_PER_WORKER, Pool, Worker
+from rvm.errors import MissingDependency
 
 log = logging.getLogger(__name__)
 

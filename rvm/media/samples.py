@@ -35,7 +35,7 @@ def validation_frames(count: int, clip=None, size: Optional[Tuple[int, int]] = N
     sample scene where no clip is given."""
     clip = clip or default_clip()
     if clip is not None:
-        from .video import read_frames
+        from rvm.media.video import read_frames
         frames = read_frames(clip, count)
         if frames:
             height, width = frames[0].shape[:2]

@@ -2,8 +2,8 @@
 
 One job model for every executor: a `Job` names an input, its outputs and its `convert_video` options. A
 `Worker` loads the model once and runs job after job with `convert_video` (the one matting path). The driver
-hands jobs to executor slots (a worker process here, a Ray actor there: see `rvm.batch_workers` and
-`rvm.batch_ray`; the job model and ledger are `rvm.batch_jobs`), and alone writes
+hands jobs to executor slots (a worker process here, a Ray actor there: see `rvm.batch.workers` and
+`rvm.batch.ray_executor`; the job model and ledger are `rvm.batch.jobs`), and alone writes
 the ledger, an append-only JSON-lines file in the output folder: a job is `running`, then `done` or `failed`
 (with a one-line reason). Re-running the same command skips `done` jobs and redoes the rest; a failed attempt is
 retried a bounded number of times, at the back of the queue, while the other jobs go on.
@@ -11,7 +11,7 @@ retried a bounded number of times, at the back of the queue, while the other job
 Nothing half-written survives: `convert_video` writes under temporary names and renames when complete; a worker
 killed mid-job leaves its temporaries behind, and the driver removes them before the job runs again (or when the
 batch is interrupted). Long clips run as segments of `segment_frames` frames whose recurrent state is carried
-across each boundary (`rvm.batch_segments`), so a crash near the end costs one segment, not the clip.
+across each boundary (`rvm.batch.segments`), so a crash near the end costs one segment, not the clip.
 """
 import json
 import logging
@@ -26,9 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from .batch_jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
-from .batch_workers import PROGRESS_EVERY_S, Pool, local_pool
-from .video import IMAGE_SUFFIXES
+from rvm.batch.jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
+from rvm.batch.workers import PROGRESS_EVERY_S, Pool, local_pool
+from rvm.media.video import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,8 @@ def check_output_dir(output_dir: Path) -> None:
 
 def resolve_model(model: Optional[str]) -> str:
     """An existing artifact path (absolute), or a known checkpoint name fetched once here, not in every worker."""
-    from .checkpoints import DEFAULT_CHECKPOINT, fetch
-    from .runtimes import runtime_class
+    from rvm.checkpoints import DEFAULT_CHECKPOINT, fetch
+    from rvm.runtimes import runtime_class
     model = model or DEFAULT_CHECKPOINT
     if Path(model).exists():
         runtime_class(model)  # an artifact no backend runs, or whose extra is missing, fails now, not in every worker
@@ -245,7 +245,7 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
     are `convert_video` options for every job (background, downsample_ratio, input_resize, output_video_mbps,
     seq_chunk). Re-running the same call skips the jobs the ledger in `output_dir` records done.
     """
-    from .batch_segments import DEFAULT_SEGMENT_FRAMES
+    from rvm.batch.segments import DEFAULT_SEGMENT_FRAMES
     started = time.perf_counter()
     unknown = sorted(set(options) - set(JOB_OPTIONS))
     if unknown:
@@ -270,7 +270,7 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
     if not todo:
         pool = Pool([], lambda: None)
     elif executor == "ray":
-        from .batch_ray import ray_pool  # here: Ray is an optional extra
+        from rvm.batch.ray_executor import ray_pool  # here: Ray is an optional extra
         pool = ray_pool(jobs[0].model, device, ray_address, threads)
     else:
         pool = local_pool(jobs[0].model, device, workers, threads)

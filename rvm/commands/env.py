@@ -210,7 +210,7 @@ def onnxruntime_providers() -> List[str]:
 
 # ---- Node.js, npm packages, Chromium ------------------------------------------------------------------------
 def node() -> Dict[str, Any]:
-    from rvm import web
+    from rvm.web import site as web
     from rvm.runtimes import tfjs
     info: Dict[str, Any] = {"version": probe(lambda: run_command("node", "--version")),
                             "path": shutil.which("node")}

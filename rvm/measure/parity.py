@@ -5,7 +5,6 @@ temporary folder, loaded through `Runtime.load`, and compared with `rvm.compare.
 downloads) are run the same way. Rows and tolerances come from the format registry (`rvm.formats`).
 """
 import contextlib
-import json
 import logging
 import platform
 import tempfile
@@ -137,49 +136,3 @@ def to_markdown(rows: List[ParityRow]) -> str:
 def to_json(rows: List[ParityRow], context: dict) -> dict:
     return {**context, "machine": machine(), "metric_units": "MAD, MSE x1e-3; Grad, Conn /1e3; dtSSD x1e-2",
             "rows": [{k: v for k, v in asdict(r).items() if k != "pha_mean_per_frame"} for r in rows]}
-
-
-def add_arguments(parser) -> None:
-    from .commands.options import add_checkpoint, add_ratio
-    names = [REFERENCE, *formats.FORMATS]
-    parser.add_argument("--backends", default=",".join(names),
-                        help=f"comma-separated subset of {','.join(names)} (default: all)")
-    add_checkpoint(parser)
-    parser.add_argument("--clip", help="real footage to compare on (default: $RVM_VALIDATION_CLIP)")
-    parser.add_argument("--frames", type=int, default=58, help="recurrent frames per backend (default 58)")
-    add_ratio(parser, type=float, default=0.5,
-              help="ratio for every backend (default 0.5, on the clip upscaled 2x: the refiner is "
-                   "exercised and the network sees the person at the clip's own size)")
-    parser.add_argument("--calibration", metavar="PATH",
-                        help="int8 rows: calibration clip or frame folder (several joined by commas), never the parity "
-                             "clip; without it those rows are reported unavailable")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
-
-
-def parse_backends(text: str) -> List[str]:
-    names = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = sorted(set(names) - {REFERENCE, *formats.FORMATS})
-    if unknown:
-        raise UsageError(f"unknown backend(s) {', '.join(unknown)}: choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
-    return names
-
-
-def command(args) -> int:
-    from rvm.checkpoints import load_model
-    from rvm.samples import default_clip, validation_frames
-    backends = parse_backends(args.backends)
-    clip = Path(args.clip) if args.clip else default_clip()
-    if clip is None:
-        raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) or set RVM_VALIDATION_CLIP")
-    model = load_model(args.checkpoint)
-    frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.samples
-    rows = run_parity(model, frames, args.downsample_ratio, formats.targets(backends),
-                      reference_row=REFERENCE in backends, calibration=args.calibration)
-    if args.json:
-        context = {"checkpoint": args.checkpoint, "clip": str(clip), "frames": len(frames),
-                   "downsample_ratio": args.downsample_ratio}
-        print(json.dumps(to_json(rows, context), indent=2))
-    else:
-        print(f"parity against PyTorch fp32: {clip.name}, {len(frames)} frames, ratio {args.downsample_ratio:g}\n")
-        print(to_markdown(rows))
-    return 1 if any(r.status == "fail" for r in rows) else 0

@@ -1,4 +1,4 @@
-"""`python -m rvm.batch_bench CLIP... --model ARTIFACT`: batch throughput of each executor layout, side by side.
+"""`python -m rvm.batch.bench CLIP... --model ARTIFACT`: batch throughput of each executor layout, side by side.
 
 Runs the same batch (every clip `--copies` times) on the local pool as 1 worker x 2 threads and as 2 workers x 1
 thread, and on a local Ray with one actor per core, in alternating rounds, and prints medians: wall time,
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from .batch import batch_convert
-from .batch_jobs import ledger_path
+from rvm.batch.driver import batch_convert
+from rvm.batch.jobs import ledger_path
 
 LAYOUTS = {"local 1x2": dict(workers=1, threads=2), "local 2x1": dict(workers=2, threads=1),
            "ray 2x1": dict(use_ray=True, threads=1)}
@@ -48,7 +48,7 @@ def measure(inputs: List[str], model: str, layout: dict, options: dict) -> Dict[
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rvm.batch_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rvm.batch.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("clips", nargs="+")
     parser.add_argument("--model", required=True)
     parser.add_argument("--copies", type=int, default=2, help="each clip this many times (default 2)")

@@ -1,7 +1,7 @@
 """`rvm web`: a self-contained folder holding a page that mattes camera or video in the browser with exported
 TF.js and ONNX artifacts, and a local server for it.
 
-The page's sources are `rvm/webapp/` (index.html, app.js, style.css); its engines, TF.js and onnxruntime-web,
+The page's sources are `rvm/web/page/` (index.html, app.js, style.css); its engines, TF.js and onnxruntime-web,
 come from that folder's own npm dependencies (`make install` installs them in a checkout; a wheel carries none, and
 the error names the `npm ci --prefix` command) and are copied into the built folder's vendor/, so the page needs
 no network. The folder is written under a temporary name and renamed when complete.
@@ -23,7 +23,7 @@ from rvm.contracts import ONNX_INPUTS, TF_INPUTS, TF_OUTPUTS
 from rvm.errors import MissingNodePackages, UsageError
 
 log = logging.getLogger(__name__)
-WEBAPP_DIR = Path(__file__).resolve().with_name("webapp")
+WEBAPP_DIR = Path(__file__).resolve().with_name("page")
 PAGE_FILES = ("index.html", "app.js", "style.css")
 MODULES = WEBAPP_DIR / "node_modules"
 # what each engine needs in vendor/, from the page's npm dependencies
@@ -203,38 +203,3 @@ def bind(folder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
 def url_of(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
     return f"http://{host}:{port}/"
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="TF.js model folders and/or fp32 .onnx files (none with --serve: serve --output as built)")
-    parser.add_argument("-o", "--output", default="rvm-web", help="folder to write (default rvm-web)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    parser.add_argument("--serve", action="store_true", help="then serve the folder on 127.0.0.1 until Ctrl+C")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port for --serve (default {DEFAULT_PORT}; "
-                                                                       f"0 picks a free one)")
-
-
-def command(args) -> int:
-    if args.models or not args.serve:
-        # with --serve the port is bound first, so a busy one is reported before anything is written
-        server = bind(args.output, args.port) if args.serve else None
-        try:
-            build(args.models, args.output, overwrite=args.overwrite)
-        except BaseException:
-            if server is not None:
-                server.server_close()
-            raise
-        print(f"built {args.output}")
-        if server is None:
-            return 0
-    else:
-        server = make_server(args.output, args.port)
-    print(f"serving {args.output} at {url_of(server)} (Ctrl+C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0

@@ -16,8 +16,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import formats
-from .errors import BackendError, UsageError, one_line
+from rvm import formats
+from rvm.errors import BackendError, UsageError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def sample_frame(width: int, height: int) -> np.ndarray:
     """A real frame of footage upscaled to the size (content barely matters for speed, but keep it real)."""
     from PIL import Image
 
-    from rvm.samples import validation_frames
+    from rvm.media.samples import validation_frames
     frame = validation_frames(1)[0]
     image = Image.fromarray(frame).resize((width, height), Image.BILINEAR)
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None], dtype=np.float32) / 255
@@ -102,7 +102,7 @@ def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size:
     """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
     precisions that need calibration calibrate on `calibration`."""
     from rvm.exporters import export
-    from rvm.parity import peer_path
+    from rvm.measure.parity import peer_path
     paths = {}
     for target in targets:
         try:
@@ -173,7 +173,7 @@ def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
     import av
     from PIL import Image
 
-    from rvm.samples import validation_frames
+    from rvm.media.samples import validation_frames
     source = validation_frames(58)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=20)
@@ -190,7 +190,7 @@ def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
 
 
 def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path) -> Tuple[float, int]:
-    from rvm.convert import convert_video
+    from rvm.media.convert import convert_video
     started = time.perf_counter()
     summary = convert_video(str(video), runtime=runtime, downsample_ratio=ratio, pipeline=pipeline,
                             output_composition=str(out / "composition.mp4"), output_alpha=str(out / "alpha.mp4"),
@@ -207,7 +207,7 @@ def plain_conversion_fps(runtime, video: Path, ratio: float, out: Path) -> Tuple
     from PIL import Image
 
     from rvm.contracts import DEFAULT_GREEN
-    from rvm.video import VideoSink, open_source
+    from rvm.media.video import VideoSink, open_source
     started = time.perf_counter()
     runtime.reset()
     background = torch.tensor(DEFAULT_GREEN, dtype=torch.float32).div(255).view(1, 3, 1, 1)
@@ -437,40 +437,3 @@ def to_markdown(result: dict) -> str:
                             if k not in ("backend", "ratio_longest_to_shortest")) +
                   f"; ratio {memory['ratio_longest_to_shortest']:.2f}"]
     return "\n".join(lines)
-
-
-def add_arguments(parser) -> None:
-    from .commands.options import add_checkpoint, add_ratio, add_resolution
-    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                        help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
-    add_resolution(parser, default="1920x1080", type=str,
-                   help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
-    add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
-    parser.add_argument("--e2e-frames", type=int, default=120,
-                        help="frames of the encoded clip converted end to end; 0 skips (default %(default)s)")
-    parser.add_argument("--e2e-repeats", type=int, default=5,
-                        help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
-    parser.add_argument("--memory-frames", default="60,600",
-                        help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
-    add_checkpoint(parser)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
-    parser.add_argument("--calibration", metavar="PATH",
-                        help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
-                             "rows are reported unavailable")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-
-
-def command(args) -> int:
-    import json
-
-    from rvm.checkpoints import load_model
-    from rvm.parity import parse_backends
-    backends = parse_backends(args.backends)
-    memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
-    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
-                       args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       args.e2e_repeats, args.calibration)
-    print(json.dumps(result, indent=2) if args.json else to_markdown(result))
-    return 0

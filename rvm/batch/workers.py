@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable, Optional
 
-from .batch_jobs import Job, JobFailed
+from rvm.batch.jobs import Job, JobFailed
 
 # 2 workers x 1 thread converted 1.1-1.3x the frames/s of 1 worker x 2 threads once running on this 2-core machine
 # (README, "Batch"): each conversion is a pipeline whose decode and encode threads leave a lone model idle part of
@@ -29,7 +29,7 @@ class Worker:
     def __init__(self, model: str, device: str = "auto", threads: Optional[int] = None):
         import torch
 
-        from .runtimes import load
+        from rvm.runtimes import load
         if threads:  # the conversion's own torch work (compositing), whatever the backend
             torch.set_num_threads(threads)
         # every runtime takes `threads` and maps it to its backend's setting; a corrupt artifact: ArtifactError
@@ -37,7 +37,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, job: Job, emit: Callable[[str, Any], None]) -> dict:
-        from .batch_segments import convert_job
+        from rvm.batch.segments import convert_job
         emit("started", {"worker": self.name, "pid": os.getpid(), "host": socket.gethostname()})
         frames, last = 0, 0.0
 

@@ -11,13 +11,13 @@ import logging
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .errors import UsageError
+from rvm.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimiz
 
 
 def run_profiles(model, artifacts: Sequence[str], size, ratio: float, frames: int) -> List[Profile]:
-    from .bench import sample_frame
+    from rvm.measure.bench import sample_frame
     src = sample_frame(*size)
     profiles = [pytorch_profile(model, src, ratio, frames)]
     for path in artifacts:
@@ -144,30 +144,3 @@ def to_markdown(profiles: Sequence[Profile], size, ratio: float) -> str:
         lines.append(f"| {block} | " + " | ".join(cells) + " |")
     lines.append("| **frame (wall, median)** | " + " | ".join(f"**{p.frame_ms:.1f}**" for p in profiles) + " |")
     return "\n".join(lines)
-
-
-def add_arguments(parser) -> None:
-    from .commands.options import add_checkpoint, add_ratio, add_resolution
-    parser.add_argument("artifacts", nargs="*", metavar="ONNX", help="ONNX artifacts to profile beside PyTorch eager")
-    add_resolution(parser, default="1920x1080", type=str, help="WIDTHxHEIGHT of the frame (default %(default)s)")
-    add_ratio(parser, default=0.25, type=float, help="downsample ratio (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=5,
-                        help=f"profiled frames after {WARMUP} warm-up ones (default %(default)s)")
-    add_checkpoint(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-
-
-def command(args) -> int:
-    from rvm.bench import parse_resolutions
-    from rvm.checkpoints import load_model
-    sizes = parse_resolutions(args.resolution)
-    if len(sizes) != 1:
-        raise UsageError(f"--resolution takes one WIDTHxHEIGHT, got {args.resolution!r}")
-    if args.frames < 1:
-        raise UsageError(f"--frames must be at least 1, got {args.frames}")
-    for path in args.artifacts:  # refuse a wrong artifact before minutes of profiling
-        onnx_file(path)
-    profiles = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.downsample_ratio, args.frames)
-    print(json.dumps([asdict(p) for p in profiles], indent=2) if args.json else
-          to_markdown(profiles, sizes[0], args.downsample_ratio))
-    return 0

@@ -1,0 +1,40 @@
+"""`rvm bench`: its arguments and how it runs; the work is `rvm.measure.bench`."""
+from rvm import formats
+from rvm.commands.options import add_checkpoint, add_ratio, add_resolution
+from rvm.measure.bench import DEFAULT_BACKENDS, parse_resolutions, run_bench, to_markdown
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                        help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
+    add_resolution(parser, default="1920x1080", type=str,
+                   help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
+    add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
+    parser.add_argument("--e2e-frames", type=int, default=120,
+                        help="frames of the encoded clip converted end to end; 0 skips (default %(default)s)")
+    parser.add_argument("--e2e-repeats", type=int, default=5,
+                        help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
+    parser.add_argument("--memory-frames", default="60,600",
+                        help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
+    add_checkpoint(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
+    parser.add_argument("--calibration", metavar="PATH",
+                        help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
+                             "rows are reported unavailable")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+
+
+def command(args) -> int:
+    import json
+
+    from rvm.checkpoints import load_model
+    from rvm.measure.parity import parse_backends
+    backends = parse_backends(args.backends)
+    memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
+    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
+                       args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
+                       args.e2e_repeats, args.calibration)
+    print(json.dumps(result, indent=2) if args.json else to_markdown(result))
+    return 0

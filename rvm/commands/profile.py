@@ -1,0 +1,33 @@
+"""`rvm profile`: its arguments and how it runs; the work is `rvm.measure.profile`."""
+import json
+from dataclasses import asdict
+
+from rvm.commands.options import add_checkpoint, add_ratio, add_resolution
+from rvm.errors import UsageError
+from rvm.measure.profile import WARMUP, onnx_file, run_profiles, to_markdown
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("artifacts", nargs="*", metavar="ONNX", help="ONNX artifacts to profile beside PyTorch eager")
+    add_resolution(parser, default="1920x1080", type=str, help="WIDTHxHEIGHT of the frame (default %(default)s)")
+    add_ratio(parser, default=0.25, type=float, help="downsample ratio (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=5,
+                        help=f"profiled frames after {WARMUP} warm-up ones (default %(default)s)")
+    add_checkpoint(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+
+
+def command(args) -> int:
+    from rvm.measure.bench import parse_resolutions
+    from rvm.checkpoints import load_model
+    sizes = parse_resolutions(args.resolution)
+    if len(sizes) != 1:
+        raise UsageError(f"--resolution takes one WIDTHxHEIGHT, got {args.resolution!r}")
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    for path in args.artifacts:  # refuse a wrong artifact before minutes of profiling
+        onnx_file(path)
+    profiles = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.downsample_ratio, args.frames)
+    print(json.dumps([asdict(p) for p in profiles], indent=2) if args.json else
+          to_markdown(profiles, sizes[0], args.downsample_ratio))
+    return 0
