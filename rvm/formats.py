@@ -295,7 +295,11 @@ INT8_TOLERANCE = Tolerance(0.5, 0.3, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
                            measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
                                     "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
                                     "0.39; dynamic and static alike (person_a, 58 frames); static 1920x1080 ONNX: "
-                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)")
+                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)").on_scene(
+    # the sample scene moves more with the calibration footage: alpha MAD 1.42-1.88 calibrated on person_b/c, 2.34
+    # (OpenVINO) on person_c alone; the state zeroed every frame there costs alpha MAD 20-26, foreground mean 3e-2
+    "sample scene, 8 frames at 320x192 and 324x184: ONNX MAD 1.42-1.63, OpenVINO 1.84-2.34; alpha max 0.17, "
+    "foreground max 0.066 / mean 7.5e-3, dtSSD 0.81", pha_mean=4e-3, mad=4.0)
 
 
 # the official CoreML downloads' configuration, used by `--format all` when no resolution is given
