@@ -48,6 +48,7 @@ demo: install
 		--output-composition out/composition.mp4 --output-alpha out/alpha.mp4 --overwrite
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 parity: install

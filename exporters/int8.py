@@ -48,7 +48,8 @@ def calibration_samples(model, options, with_ratio: bool, frames_per_source: int
         if not frames:
             raise UsageError(f"calibration source {source} has no frames: pass a clip or a folder of images")
         height, width = frames[0].shape[:2]
-        frames = resize_frames(frames, options.resolution or (width * CALIBRATION_UPSCALE, height * CALIBRATION_UPSCALE))
+        frames = resize_frames(frames,
+                               options.resolution or (width * CALIBRATION_UPSCALE, height * CALIBRATION_UPSCALE))
         state = [torch.zeros(1, 1, 1, 1)] * 4
         if options.static:  # a static graph takes its states at their true shapes
             from rvm.iospec import state_shapes

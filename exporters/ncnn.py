@@ -56,7 +56,8 @@ def export_ncnn(model, path, precision: str, options) -> None:
     resolution, ratio = tuple(options.resolution), float(options.downsample_ratio)
     width, height = resolution
     wrapper = StaticMatting(with_full_size_states(model), ratio).eval()
-    example = (torch.rand(1, 3, height, width), *[torch.zeros(s) for s in state_shapes(model.variant, resolution, ratio)])
+    example = (torch.rand(1, 3, height, width),
+               *[torch.zeros(s) for s in state_shapes(model.variant, resolution, ratio)])
     folder = Path(path)
     with tempfile.TemporaryDirectory() as work:
         with torch.no_grad():

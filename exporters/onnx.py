@@ -21,7 +21,6 @@ from torch.nn import functional as F
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ExportError, UsageError
-
 from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
@@ -109,6 +108,7 @@ def trace_static_onnx(model: nn.Module, resolution, downsample_ratio: float):
     """The fp32 static graph at (width, height) and the ratio, simplified, every Resize on integer sizes."""
     import onnx
     import onnxsim
+
     from rvm.iospec import state_shapes
     model = copy.deepcopy(model).float().cpu().eval()
     width, height = resolution

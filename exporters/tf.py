@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
-
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
 from rvm.errors import ExportError
-
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import numpy as np
 from rvm.compare import compare
 from rvm.errors import BackendUnavailable, UsageError, ValidationError
 from rvm.formats import ExportOptions, Format
+from rvm.media.samples import VALIDATION_RATIO, default_clip, validation_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.media.samples import VALIDATION_RATIO, default_clip, validation_frames
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def validate_artifact(model, path: Path, entry: Format, precision: str, options:
     bounds = entry.tolerance(precision, model.refiner_name, scene=clip is None)
     alpha_bound = "none" if bounds.pha_max is None else f"{bounds.pha_max:.2g}"
     source = "the sample scene" if clip is None else Path(clip).name
-    summary = (f"{entry.name} {precision}: {result.frames} frames of {source}, alpha max abs {result.pha_max:.2e} (tolerance "
+    summary = (f"{entry.name} {precision}: {result.frames} frames of {source}, "
+               f"alpha max abs {result.pha_max:.2e} (tolerance "
                f"{alpha_bound}), alpha mean abs {result.pha_mean:.2e} (tolerance {bounds.pha_mean:.2g}), "
                f"foreground max abs {result.fgr_max:.2e} (tolerance {bounds.fgr_max:.2g})")
     problems = result.failures(bounds)

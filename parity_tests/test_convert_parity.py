@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from rvm import MattingNetwork, formats
 from rvm.exporters import ExportOptions, export
-from rvm import MattingNetwork
-from rvm import formats
 from rvm.media.video import read_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime

@@ -12,8 +12,8 @@ import pytest
 from rvm import formats
 from rvm.compare import compare
 from rvm.measure.parity import run_parity, to_json, to_markdown
-from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.media.samples import SCENE_SIZE, sample_scene, validation_frames
+from rvm.runtimes.pytorch import PyTorchRuntime
 from tests.artifact_helpers import StateZeroedEveryFrame
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
 

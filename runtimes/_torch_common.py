@@ -11,7 +11,8 @@ def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable(f"device {device!r} asked for, but this torch build sees no CUDA GPU: use --device cpu")
+        raise BackendUnavailable(f"device {device!r} asked for, but this torch build sees no CUDA GPU: "
+                                 "use --device cpu")
     return torch.device(device)
 
 

@@ -36,7 +36,8 @@ def session_options(graph_optimization: str = "all", intra_op_threads: Optional[
     conversion (1080p on 2 cores: 5.5 -> 6.1 frames/s sequential, 6.6 -> 7.1 pipelined) for no tensor gain."""
     import onnxruntime as ort
     if graph_optimization not in OPTIMIZATION_LEVELS:
-        raise UsageError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {graph_optimization!r}")
+        raise UsageError(f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
+                         f"got {graph_optimization!r}")
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -128,7 +129,8 @@ class OnnxRuntime(Runtime):
 
     def _ort_value(self, array: np.ndarray):
         import onnxruntime as ort
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, self.dtype), self.device_type, self.device_id)
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, self.dtype), self.device_type,
+                                                self.device_id)
 
     def _run(self, src, state, downsample_ratio):
         if state is None:

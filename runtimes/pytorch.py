@@ -24,7 +24,8 @@ class PyTorchRuntime(TorchStateMixin, Runtime):
         self.model = model.eval().to(self.device, self.dtype)
         checkpoint = getattr(model, "checkpoint_info", {}) or {}
         metadata = ArtifactMetadata(format=self.backend, variant=model.variant, refiner=model.refiner_name,
-                                    precision=precision, checkpoint=checkpoint.get("name") or checkpoint.get("path", ""),
+                                    precision=precision,
+                                    checkpoint=checkpoint.get("name") or checkpoint.get("path", ""),
                                     checkpoint_sha256=checkpoint.get("sha256", ""))
         info = RuntimeInfo(self.backend, str(self.device), precision, path=path, metadata=metadata)
         super().__init__(info, **options)

@@ -2,8 +2,8 @@
 
 States stay TF tensors (NHWC) between frames; the first frame gets scalar zeros, as the contract says.
 """
-from pathlib import Path
 import logging
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np

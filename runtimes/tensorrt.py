@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import ArtifactError, BackendError, BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendError, BackendUnavailable
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 

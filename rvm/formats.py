@@ -189,8 +189,9 @@ class Format:
                              f"that takes it ({', '.join(f.name for f in FORMATS.values() if f.static != 'never')})")
         if options.static and (options.resolution is None or options.downsample_ratio is None):
             needed = "static" if self.static == "optional" else "fixed-resolution"
-            raise UsageError(f"{self.name} {needed} artifacts have the resolution and ratio baked in: pass --resolution "
-                             f"WIDTHxHEIGHT and --downsample-ratio (e.g. --resolution 1920x1080 --downsample-ratio 0.25)")
+            raise UsageError(f"{self.name} {needed} artifacts have the resolution and ratio baked in: "
+                             f"pass --resolution WIDTHxHEIGHT and --downsample-ratio "
+                             f"(e.g. --resolution 1920x1080 --downsample-ratio 0.25)")
         if options.downsample_ratio is not None and not 0 < options.downsample_ratio <= 1:
             raise UsageError(f"--downsample-ratio must be in (0, 1], got {options.downsample_ratio:g}")
         if self.check is not None:
@@ -420,7 +421,8 @@ register(Format(
     },
     artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"),
     artifact_description="a CoreML .mlmodel file or .mlpackage folder exported by rvm-toolkit", extra="coreml",
-    requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml, variants=_coreml_variants, half_io=False,
+    requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml,
+    variants=_coreml_variants, half_io=False,
     in_bench=False, marks=("macos",),
     runs_on="macOS (elsewhere the spec is checked instead)"))
 
@@ -497,7 +499,8 @@ register(Format(
         # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike
         # on the sample scene: alpha mean 6.7e-3, foreground max 0.23 (324x184); state zeroed: alpha mean 2.2e-2
         "int8-dynamic": Tolerance(0.7, 0.2, 5e-3, 1e-2,
-                                  measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); foreground max 7.1e-2, mean "
+                                  measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); "
+                                           "foreground max 7.1e-2, mean "
                                            "4.1e-3 (person_a, 58 frames); state zeroed: alpha mean 1.31e-2").on_scene(
             "sample scene, 8 frames at 324x184 (XNNPACK): alpha max 0.53, mean 6.7e-3; foreground max 0.23, mean "
             "9.0e-3",

@@ -64,7 +64,8 @@ def ledger_records(output_dir: Path) -> list:
 
 def kill_mid_job(output_dir: Path, name: str, done: threading.Event, after_frames: int) -> dict:
     """Wait until the ledger shows the job of `name` running with `after_frames` done, then SIGKILL its worker."""
-    deadline = time.monotonic() + 600  # two spawned workers import torch and load the model first: slow on a busy machine
+    # two spawned workers import torch and load the model first: slow on a busy machine
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline and not done.is_set():
         running = [r for r in ledger_records(output_dir)
                    if r["state"] == "running" and Path(r["input"]).stem == name and r["frames"] >= after_frames]
@@ -167,6 +168,7 @@ def test_segments_without_the_carried_state_would_differ(tmp_path, clips, refere
 def test_segmented_video_with_audio_joins_whole(tmp_path, model):
     """H.264 parts remuxed into one file with the source's audio: every frame, decodable, the audio kept."""
     import av
+
     from .video_helpers import short_clip
     clip = short_clip(tmp_path, "person_c", frames=30, audio=True)
     result = batch_convert([str(clip)], tmp_path / "out", outputs=("alpha", "composition"), model=model,
@@ -213,14 +215,16 @@ def test_ctrl_c_keeps_nothing_partial_and_the_rerun_finishes(tmp_path, clips, re
     command again completes every job, frame-exact."""
     import subprocess
     import sys
-    command = [sys.executable, "-m", "rvm.commands.cli", "batch", str(clips), "-o", str(tmp_path / "out"), "--model", model,
+    command = [sys.executable, "-m", "rvm.commands.cli", "batch", str(clips), "-o", str(tmp_path / "out"),
+               "--model", model,
                "--outputs", ",".join(OUTPUTS), "--output-type", "png_sequence", "--workers", "2",
                "--disable-progress"]
     # a test run started in the background (`nohup ... &`) ignores SIGINT, and children inherit that: this child gets
     # the default back, so its Python turns Ctrl-C into KeyboardInterrupt as in a terminal
     batch = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 600  # two spawned workers import torch and load the model first: slow on a busy machine
+    # two spawned workers import torch and load the model first: slow on a busy machine
+    deadline = time.monotonic() + 600
     # interrupt at a job's first frame: waiting for 5 let the last job finish before the signal in one CI run (exit 0)
     while not any(r["state"] == "running" for r in ledger_records(tmp_path / "out")):
         assert batch.poll() is None and time.monotonic() < deadline, "the batch ended before it could be interrupted"

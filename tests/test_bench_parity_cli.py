@@ -8,8 +8,9 @@ from .conftest import CLIPS, DGF_WEIGHTS, need
 
 
 def test_bench_json_reports_every_section(capsys):
-    argv = ["bench", "--backends", "onnx,torchscript", "--checkpoint", str(need(DGF_WEIGHTS)), "--resolution", "160x96,192x108",
-            "--downsample-ratio", "0.5", "--frames", "2", "--repeats", "1", "--e2e-frames", "6", "--e2e-repeats", "2", "--memory-frames", "4,8", "--json"]
+    argv = ["bench", "--backends", "onnx,torchscript", "--checkpoint", str(need(DGF_WEIGHTS)),
+            "--resolution", "160x96,192x108", "--downsample-ratio", "0.5", "--frames", "2", "--repeats", "1",
+            "--e2e-frames", "6", "--e2e-repeats", "2", "--memory-frames", "4,8", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]

@@ -1,4 +1,5 @@
-"""`rvm convert` through `rvm.commands.cli.main`: the official flags, the bar (four outputs in one call), and error exits."""
+"""`rvm convert` through `rvm.commands.cli.main`: the official flags, the bar (four outputs in one call), and error
+exits."""
 import os
 
 import numpy as np

@@ -70,7 +70,8 @@ def test_existing_artifact_needs_overwrite(tmp_path, capsys):
 
 def test_missing_extra_is_named_before_any_work(tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "onnxsim" else real(name, *args))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "onnxsim" else real(name, *args))
     assert main(["--format", "all", "--checkpoint", str(need(DGF_WEIGHTS)), "-o", str(tmp_path / "OUT")]) == 2
     error = capsys.readouterr().err.strip()
     assert error == ('rvm-export: error: the onnx exporter needs the Python package \'onnxsim\': '

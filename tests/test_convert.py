@@ -48,7 +48,8 @@ def test_pipelined_sequential_and_chunked_give_the_same_outputs(tmp_path, runtim
     reference = png_alphas(tmp_path / "pipelined")
     for name in runs:
         assert np.array_equal(png_alphas(tmp_path / name), reference), name
-        assert np.array_equal(np.stack(read_rgba(tmp_path / f"{name}.mov")), np.stack(read_rgba(tmp_path / "pipelined.mov")))
+        assert np.array_equal(np.stack(read_rgba(tmp_path / f"{name}.mov")),
+                              np.stack(read_rgba(tmp_path / "pipelined.mov")))
 
 
 def test_outputs_decode_back_and_alpha_survives_rgba(tmp_path, runtime, clips):

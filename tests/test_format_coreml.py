@@ -185,8 +185,8 @@ def test_runtime_refuses_prediction_off_macos(artifacts):
 @pytest.mark.skipif(not ON_MACOS, reason="CoreML prediction needs macOS; on Linux the spec is checked instead")
 @pytest.mark.parametrize("name", JOBS)
 def test_prediction_matches_pytorch_on_macos(model, artifacts, name):
-    from rvm.media.samples import validation_frames
     from rvm.compare import compare
+    from rvm.media.samples import validation_frames
     from rvm.runtimes.pytorch import PyTorchRuntime
     precision = JOBS[name][0]
     frames = validation_frames(30, need(CLIPS / "person_a.mp4"), RESOLUTION)

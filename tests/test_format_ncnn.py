@@ -15,12 +15,18 @@ from rvm.exporters import export  # noqa: E402
 from rvm.exporters.ncnn import PARAM  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
+from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 
-from .artifact_helpers import (STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,  # noqa: E402
-                               assert_state_round_trips, failures)
+from .artifact_helpers import (  # noqa: E402
+    STATIC_RATIO,
+    STATIC_SIZE,
+    StateZeroedEveryFrame,
+    assert_refuses_other_sizes,
+    assert_state_round_trips,
+    failures,
+)
 
 PRECISIONS = formats.get("ncnn").precisions
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)

@@ -15,8 +15,7 @@ from rvm.errors import UsageError, ValidationError
 from rvm.exporters import export
 from rvm.formats import ExportOptions, Tolerance
 
-from .conftest import OFFICIAL_ONNX, need
-from .conftest import RATIO, fgf_model, max_errors, pytorch_outputs
+from .conftest import OFFICIAL_ONNX, RATIO, fgf_model, max_errors, need, pytorch_outputs
 
 NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16}
 

@@ -13,12 +13,21 @@ from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
+from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 
-from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, ColourOrderSwapped, StateZeroedEveryFrame,  # noqa: E402
-                               assert_refuses_other_sizes, assert_state_round_trips, calibration, failures)
+from .artifact_helpers import (  # noqa: E402
+    FRAMES,
+    STATIC_RATIO,
+    STATIC_SIZE,
+    ColourOrderSwapped,
+    StateZeroedEveryFrame,
+    assert_refuses_other_sizes,
+    assert_state_round_trips,
+    calibration,
+    failures,
+)
 from .conftest import OFFICIAL_ONNX, need  # noqa: E402
 
 RATIO = 0.5

@@ -12,9 +12,9 @@ from rvm.compare import compare
 from rvm.errors import BackendUnavailable, MissingDependency, UsageError
 from rvm.exporters import export
 from rvm.formats import ExportOptions
+from rvm.media.samples import validation_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.media.samples import validation_frames
 
 from .artifact_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
 

@@ -12,11 +12,11 @@ import torch
 tf = pytest.importorskip("tensorflow")
 
 from rvm import formats  # noqa: E402
+from rvm.compare import compare  # noqa: E402
 from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import ExportOptions, export  # noqa: E402
-from rvm.compare import compare  # noqa: E402
-from rvm.model import MattingNetwork  # noqa: E402
 from rvm.media.video import read_frames  # noqa: E402
+from rvm.model import MattingNetwork  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tensorflow import TensorflowRuntime  # noqa: E402
@@ -24,7 +24,8 @@ from rvm.runtimes.tensorflow import TensorflowRuntime  # noqa: E402
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
 DGF_TOLERANCE = 1e-4  # measured 1.2e-5 over 30 frames of person_a
-FGF_TOLERANCE = formats.get("tf").tolerance("fp32", "fast_guided_filter").pha_max  # float32 rounding amplified by eps 1e-5
+# float32 rounding amplified by eps 1e-5
+FGF_TOLERANCE = formats.get("tf").tolerance("fp32", "fast_guided_filter").pha_max
 
 
 def real_model(weights, refiner) -> MattingNetwork:

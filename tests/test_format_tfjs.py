@@ -25,11 +25,11 @@ from rvm.compare import compare  # noqa: E402
 from rvm.errors import MissingNodePackages, UsageError  # noqa: E402
 from rvm.exporters import ExportOptions, export  # noqa: E402
 from rvm.exporters.tfjs import QUANTIZATION  # noqa: E402
+from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.model import MattingNetwork  # noqa: E402
 from rvm.runtimes import BackendUnavailable, load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 

@@ -15,13 +15,20 @@ from rvm.exporters import export  # noqa: E402
 from rvm.exporters.tflite import convert, crop_for_exact_resize, gpu_incompatible_ops, op_names  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
+from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tflite import TFLiteRuntime  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 
-from .artifact_helpers import (STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,  # noqa: E402
-                               assert_state_round_trips, calibration, failures)
+from .artifact_helpers import (  # noqa: E402
+    STATIC_RATIO,
+    STATIC_SIZE,
+    StateZeroedEveryFrame,
+    assert_refuses_other_sizes,
+    assert_state_round_trips,
+    calibration,
+    failures,
+)
 
 PRECISIONS = formats.get("tflite").precisions
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)

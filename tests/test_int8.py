@@ -8,9 +8,9 @@ from rvm.compare import compare
 from rvm.exporters import export
 from rvm.exporters.int8 import KEEP_FP32, calibration_samples
 from rvm.formats import ExportOptions
+from rvm.media.samples import validation_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.media.samples import validation_frames
 
 from .artifact_helpers import FRAMES, ColourOrderSwapped, calibration, failures
 

@@ -11,8 +11,8 @@ from .conftest import DGF_WEIGHTS, need
 def _page_faults_per_frame(queue, weights, keep):
     import resource
 
-    from rvm.measure.bench import sample_frame
     from rvm.checkpoints import load_model
+    from rvm.measure.bench import sample_frame
     from rvm.memory import keep_freed_memory
     from rvm.runtimes.pytorch import PyTorchRuntime
     kept = keep_freed_memory() if keep else None

@@ -4,16 +4,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from rvm.exporters import ExportOptions
-from rvm.exporters.onnx import export_onnx
 from rvm import formats
 from rvm.compare import compare
+from rvm.exporters import ExportOptions
+from rvm.exporters.onnx import export_onnx
 from rvm.runtimes import BackendUnavailable, ResolutionChangedError, Runtime
 from rvm.runtimes.onnxruntime import OnnxRuntime
 from rvm.runtimes.pytorch import PyTorchRuntime
 
-from .conftest import CLIPS, OFFICIAL_ONNX, need
-from .conftest import clip_frames, dgf_model
+from .conftest import CLIPS, OFFICIAL_ONNX, clip_frames, dgf_model, need
 
 
 @pytest.fixture(scope="module")

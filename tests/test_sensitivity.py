@@ -6,8 +6,8 @@ import json
 import pytest
 
 from rvm.commands.cli import main
-from rvm.media.samples import validation_frames
 from rvm.measure.sensitivity import ALL_INT8, DEFAULT_SET, run_sensitivity, unit_of
+from rvm.media.samples import validation_frames
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 

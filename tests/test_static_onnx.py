@@ -16,12 +16,19 @@ from rvm.exporters.onnx import trace_to_onnx
 from rvm.exporters.tensorrt_check import tensorrt_problems
 from rvm.formats import ExportOptions
 from rvm.iospec import spec_path, state_shapes
+from rvm.media.samples import validation_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.media.samples import validation_frames
 
-from .artifact_helpers import (FRAMES, STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, assert_refuses_other_sizes,
-                               assert_state_round_trips, failures)
+from .artifact_helpers import (
+    FRAMES,
+    STATIC_RATIO,
+    STATIC_SIZE,
+    StateZeroedEveryFrame,
+    assert_refuses_other_sizes,
+    assert_state_round_trips,
+    failures,
+)
 from .conftest import OFFICIAL_ONNX, need
 
 WIDTH, HEIGHT = STATIC_SIZE

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from rvm.media.video import (PngSequenceSink, VideoError, VideoSink, mean_2x2, open_source, read_frames, read_rgba,
-                       to_yuv420p)
+from rvm.media.video import (
+    PngSequenceSink,
+    VideoError,
+    VideoSink,
+    mean_2x2,
+    open_source,
+    read_frames,
+    read_rgba,
+    to_yuv420p,
+)
 
 from .conftest import CLIPS, need
 from .video_helpers import image_folder, short_clip

@@ -24,12 +24,12 @@ import pytest
 
 from rvm import formats
 from rvm.commands import cli
-from rvm.web import site as web
 from rvm.compare import compare
 from rvm.exporters import export
 from rvm.formats import ExportOptions
-from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.media.samples import validation_frames
+from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.web import site as web
 
 from .conftest import BACKGROUND, CLIPS, dgf_model, need
 

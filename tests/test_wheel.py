@@ -30,8 +30,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rvm.web import site as web
 from rvm.errors import BackendUnavailable, MissingNodePackages, UsageError
+from rvm.web import site as web
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 

@@ -11,8 +11,9 @@ import av
 import numpy as np
 import torch
 
-from rvm.model import MattingNetwork
 from rvm.media.video import VideoSink, read_frames
+from rvm.model import MattingNetwork
+
 from .conftest import CLIPS, DGF_WEIGHTS, need
 
 SHORT_FRAMES = 4  # inference dominates test time: a few real frames per conversion

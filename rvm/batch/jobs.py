@@ -176,7 +176,8 @@ def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs
     output_dir = Path(output_dir).absolute()
     unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
     if unknown or not outputs:
-        raise BatchError(f"unknown output kind(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(OUTPUT_KINDS)}")
+        raise BatchError(f"unknown output kind(s) {', '.join(unknown) or '(none)'}: "
+                         f"choose from {', '.join(OUTPUT_KINDS)}")
     if rgba_format not in ("mov", "webm"):
         raise BatchError(f"RGBA outputs are .mov (ProRes 4444) or .webm (VP9), not .{rgba_format}")
     base = {k: v for k, v in (options or {}).items() if v is not None}

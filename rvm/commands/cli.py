@@ -1,6 +1,7 @@
 """The `rvm` command. Each verb is one module, `rvm.commands.<verb>`, with `add_arguments(parser)` and
 `command(args)` (the work itself lives in its layer: `rvm.measure`, `rvm.batch`, `rvm.web`, ...); VERBS registers it
-with its help through `_module_verb`. Flags that mean the same thing are spelled the same in every verb (`rvm.commands.options`).
+with its help through `_module_verb`. Flags that mean the same thing are spelled the same in every verb
+(`rvm.commands.options`).
 
 User errors (`rvm.errors.UsageError`: bad input, existing outputs, a missing extra) print one line
 `rvm: error: ...` and exit 2; other failures print one line and exit 1; `-v` shows the traceback.

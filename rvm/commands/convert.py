@@ -1,7 +1,7 @@
 """`rvm convert`: matte a video or an image folder; accepts the official RVM inference.py's flags unchanged."""
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.errors import UsageError
 from rvm.commands.options import add_output_options
+from rvm.errors import UsageError
 
 
 def add_arguments(parser) -> None:

@@ -210,8 +210,8 @@ def onnxruntime_providers() -> List[str]:
 
 # ---- Node.js, npm packages, Chromium ------------------------------------------------------------------------
 def node() -> Dict[str, Any]:
-    from rvm.web import site as web
     from rvm.runtimes import tfjs
+    from rvm.web import site as web
     info: Dict[str, Any] = {"version": probe(lambda: run_command("node", "--version")),
                             "path": shutil.which("node")}
     if info["path"] is None:

@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
                         help="run each artifact against PyTorch after export (default on)")
     parser.add_argument("--validation-clip", help="video to validate on (default: $RVM_VALIDATION_CLIP, else a "
-                                                  "sample scene: a camera move over the packaged photograph of a person)")
+                                                  "sample scene: a camera move over the packaged photograph of a "
+                                                  "person)")
     parser.add_argument("-o", "--output-dir", default=DEFAULT_EXPORT_DIR, help="default: %(default)s")
     parser.add_argument("--overwrite", action="store_true", help="replace artifacts that exist")
 

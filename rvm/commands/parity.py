@@ -29,7 +29,8 @@ def parse_backends(text: str) -> List[str]:
     names = [b.strip() for b in text.split(",") if b.strip()]
     unknown = sorted(set(names) - {REFERENCE, *formats.FORMATS})
     if unknown:
-        raise UsageError(f"unknown backend(s) {', '.join(unknown)}: choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
+        raise UsageError(f"unknown backend(s) {', '.join(unknown)}: "
+                         f"choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
     return names
 
 
@@ -39,7 +40,8 @@ def command(args) -> int:
     backends = parse_backends(args.backends)
     clip = Path(args.clip) if args.clip else default_clip()
     if clip is None:
-        raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) or set RVM_VALIDATION_CLIP")
+        raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) "
+                         "or set RVM_VALIDATION_CLIP")
     model = load_model(args.checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.media.samples
     rows = run_parity(model, frames, args.downsample_ratio, formats.targets(backends),

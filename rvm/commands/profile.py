@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
-    from rvm.measure.bench import parse_resolutions
     from rvm.checkpoints import load_model
+    from rvm.measure.bench import parse_resolutions
     sizes = parse_resolutions(args.resolution)
     if len(sizes) != 1:
         raise UsageError(f"--resolution takes one WIDTHxHEIGHT, got {args.resolution!r}")

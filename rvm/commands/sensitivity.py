@@ -23,13 +23,14 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
-    from rvm.checkpoints import load_model
     from rvm import formats
+    from rvm.checkpoints import load_model
     from rvm.formats import ExportOptions, calibration_sources
     from rvm.media.samples import default_clip, validation_frames
     clip = Path(args.clip) if args.clip else default_clip()
     if clip is None:
-        raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) or set RVM_VALIDATION_CLIP")
+        raise UsageError("no clip to compare on: pass --clip VIDEO (real footage of a person) "
+                         "or set RVM_VALIDATION_CLIP")
     # the registry's checks of an int8 ONNX export: the calibration sources, the ratio, the extra
     formats.plan("onnx", "int8", ExportOptions(calibration=args.calibration, downsample_ratio=args.downsample_ratio))
     if clip.resolve() in {source.resolve() for source in calibration_sources(args.calibration)}:

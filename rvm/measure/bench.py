@@ -338,7 +338,8 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
                                                 runtimes[(name, precision)].info.device, statistics.median(values),
-                                                median_ratio(values, baseline) if baseline else None, repeat_fps=values))
+                                                median_ratio(values, baseline) if baseline else None,
+                                                repeat_fps=values))
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
         r = ratios[(width, height)]
@@ -373,7 +374,8 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
               **sweeps}
     if memory:
         counts = sorted(memory)
-        result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}", **{str(c): memory[c] for c in counts},
+        result["peak_memory_mib"] = {"backend": f"{fastest.name} {fastest.precision}",
+                                     **{str(c): memory[c] for c in counts},
                                      "ratio_longest_to_shortest": memory[counts[-1]] / memory[counts[0]]}
     result["summary"] = summarize(tensor_rows, conversion_rows)
     return result

@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from rvm.contracts import DEFAULT_GREEN
 from rvm.errors import UsageError, VideoError
-from rvm.media.video import IMAGE_SUFFIXES, FrameSink, FrameSource, PngSequenceSink, VideoSink, check_writable, open_source
+from rvm.media.video import (
+    IMAGE_SUFFIXES,
+    FrameSink,
+    FrameSource,
+    PngSequenceSink,
+    VideoSink,
+    check_writable,
+    open_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +320,8 @@ def _run_sequential(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Out
     return frames
 
 
-def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = None, downsample_ratio: Union[str, float, None] = "auto",
+def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = None,
+                  downsample_ratio: Union[str, float, None] = "auto",
                   output_composition=None, output_alpha=None, output_foreground=None, output_rgba=None,
                   output_type: str = "video", output_video_mbps: Optional[float] = None,
                   background: BackgroundSpec = None, seq_chunk: int = 1, progress: bool = True,
@@ -321,7 +330,8 @@ def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = Non
                   initial_state: Optional[Sequence[np.ndarray]] = None) -> ConvertSummary:
     """Matte `input_source` (video file or image folder) and write the requested outputs.
 
-    `runtime`: any `rvm.runtimes.Runtime`; it is reset first and left open. `background`: a colour (tuple, 'R,G,B', '#rrggbb', name), an image or a
+    `runtime`: any `rvm.runtimes.Runtime`; it is reset first and left open. `background`: a colour (tuple, 'R,G,B',
+    '#rrggbb', name), an image or a
     video; default green (120, 255, 155) for video and, like the official converter, foreground-with-alpha
     PNGs for a PNG-sequence composition. `pipeline=False` runs decode, inference and encode in turn on one
     thread (the baseline the pipelined job is measured against). `on_frames(n)` is called as frames complete.

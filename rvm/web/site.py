@@ -196,7 +196,8 @@ def bind(folder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            raise UsageError(f"port {port} on {host} is in use: pick another with --port (0 picks a free one)") from None
+            raise UsageError(f"port {port} on {host} is in use: pick another with --port "
+                             "(0 picks a free one)") from None
         raise
 
 
