@@ -102,7 +102,8 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
                                                                      result.fgr_max, result.fgr_mean)
             for name in METRICS:
                 setattr(row, name, getattr(result.metrics, name))
-            row.tolerance = {k: v for k, v in asdict(bounds).items() if v is not None and k != "measured"}
+            row.tolerance = {k: v for k, v in asdict(bounds).items()
+                             if v is not None and k not in ("measured", "scene", "needs_clip")}
             row.pha_mean_per_frame = result.pha_mean_per_frame
             row.seconds = time.perf_counter() - started
             rows.append(row)
