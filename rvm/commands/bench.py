@@ -1,6 +1,6 @@
 """`rvm bench`: its arguments and how it runs; the work is `rvm.measure.bench`."""
 from rvm import formats
-from rvm.commands.options import add_checkpoint, add_ratio, add_resolution
+from rvm.commands.options import add_checkpoint, add_ratio, add_resolution, parse_backends
 from rvm.measure.bench import DEFAULT_BACKENDS, parse_resolutions, run_bench, to_markdown
 
 
@@ -30,7 +30,6 @@ def command(args) -> int:
     import json
 
     from rvm.checkpoints import load_model
-    from rvm.measure.parity import parse_backends
     backends = parse_backends(args.backends)
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
     result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),

@@ -4,9 +4,12 @@ A flag that means the same thing is declared here once (`add_ratio`, `add_resolu
 spelled as here; an old spelling keeps parsing as a hidden alias (`HIDDEN_ALIASES`), absent from --help.
 """
 import argparse
-from typing import Optional
+from typing import List, Optional
 
+from rvm import formats
 from rvm.checkpoints import DEFAULT_CHECKPOINT
+from rvm.errors import UsageError
+from rvm.measure.parity import REFERENCE
 
 # canonical spelling -> old spellings that still parse into the same dest, hidden from --help
 HIDDEN_ALIASES = {"--downsample-ratio": ("--ratio",), "--resolution": ("--resolutions",)}
@@ -71,3 +74,13 @@ def add_output_options(group, overwrite_help: str = "replace outputs that exist"
 
 def add_checkpoint(parser, help: str = "checkpoint name or path (default %(default)s)") -> argparse.Action:
     return parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=help)
+
+
+def parse_backends(text: str) -> List[str]:
+    """`--backends`: registered format names and the reference, comma-separated."""
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = sorted(set(names) - {REFERENCE, *formats.FORMATS})
+    if unknown:
+        raise UsageError(f"unknown backend(s) {', '.join(unknown)}: "
+                         f"choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
+    return names

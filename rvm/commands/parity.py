@@ -1,10 +1,9 @@
 """`rvm parity`: its arguments and how it runs; the work is `rvm.measure.parity`."""
 import json
 from pathlib import Path
-from typing import List
 
 from rvm import formats
-from rvm.commands.options import add_checkpoint, add_ratio
+from rvm.commands.options import add_checkpoint, add_ratio, parse_backends
 from rvm.errors import UsageError
 from rvm.measure.parity import REFERENCE, run_parity, to_json, to_markdown
 
@@ -23,15 +22,6 @@ def add_arguments(parser) -> None:
                         help="int8 rows: calibration clip or frame folder (several joined by commas), never the parity "
                              "clip; without it those rows are reported unavailable")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
-
-
-def parse_backends(text: str) -> List[str]:
-    names = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = sorted(set(names) - {REFERENCE, *formats.FORMATS})
-    if unknown:
-        raise UsageError(f"unknown backend(s) {', '.join(unknown)}: "
-                         f"choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
-    return names
 
 
 def command(args) -> int:
