@@ -313,7 +313,8 @@ def _no_kind(name: str) -> Callable[[str, ExportOptions], None]:
     return check
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# the frames of a folder, in a calibration source here and in any folder rvm.media reads as a clip
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def calibration_sources(text) -> List[Path]:
