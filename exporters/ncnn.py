@@ -1,10 +1,10 @@
 """NCNN export via pnnx from the reference PyTorch model: fixed resolution, ratio baked, the recurrent state as
 inputs `r1i..r4i` and outputs `r1o..r4o` like every other format.
 
-The artifact is a folder: `model.ncnn.param`, `model.ncnn.bin` and `rvm_metadata.json`. pnnx names blobs
-`in0..in4` / `out0..out5`; they are renamed to the contract names (src, r1i.., fgr, pha, r1o..) in the param file,
-so clients look them up as everywhere else. fp16 stores the weights in fp16 (the runtime also turns ncnn's fp16
-storage and arithmetic on, as on a phone).
+The artifact is a folder: param, bin and metadata files (`rvm.formats.NCNN_*`, `rvm.metadata.METADATA_FILE`).
+pnnx names blobs `in0..in4` / `out0..out5`; they are renamed to the contract names (src, r1i.., fgr, pha, r1o..)
+in the param file, so clients look them up as everywhere else. fp16 stores the weights in fp16 (the runtime also
+turns ncnn's fp16 storage and arithmetic on, as on a phone).
 
 One graph change: the ConvGRU broadcasts a [1,1,1,1] zero state with `expand_as`, which ncnn has no layer for.
 Here the states are always full-size, so the export traces a copy whose GRUs take the state as it is.
@@ -21,13 +21,13 @@ import torch
 from torch import nn
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
+from rvm.formats import NCNN_BIN_FILE, NCNN_PARAM_FILE
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .onnx import StaticMatting
 
 log = logging.getLogger(__name__)
-PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
 BLOB_NAMES = {**{f"in{i}": name for i, name in enumerate(ONNX_INPUTS[:5])},
               **{f"out{i}": name for i, name in enumerate(ONNX_OUTPUTS)}}
 
@@ -63,8 +63,9 @@ def export_ncnn(model, path, precision: str, options) -> None:
         with torch.no_grad():
             pnnx.export(wrapper, str(Path(work) / "model.pt"), example, fp16=precision == "fp16")
         folder.mkdir(parents=True)
-        (folder / PARAM).write_text(rename_blobs((Path(work) / PARAM).read_text()))
-        shutil.copyfile(Path(work) / BIN, folder / BIN)
+        # pnnx names its outputs after the traced file's stem: model.pt -> the NCNN file names
+        (folder / NCNN_PARAM_FILE).write_text(rename_blobs((Path(work) / NCNN_PARAM_FILE).read_text()))
+        shutil.copyfile(Path(work) / NCNN_BIN_FILE, folder / NCNN_BIN_FILE)
     metadata = ArtifactMetadata.for_export(model, "ncnn", precision, {"pnnx": pnnx.__version__}, options)
     (folder / METADATA_FILE).write_text(metadata.to_json())
     log.info("wrote NCNN %s to %s", precision, folder)

@@ -1,6 +1,6 @@
-"""OpenVINO IR export: a folder `model.xml` + `model.bin`, converted from our ONNX graph (dynamic with the
-runtime ratio, or the static profile) by `openvino.convert_model` (int8: read by OpenVINO's ONNX frontend, then
-quantized).
+"""OpenVINO IR export: a folder of the IR (`rvm.formats.OPENVINO_MODEL_FILE` and its weights), converted from
+our ONNX graph (dynamic with the runtime ratio, or the static profile) by `openvino.convert_model` (int8: read by
+OpenVINO's ONNX frontend, then quantized).
 
 fp32 keeps fp32 weights; fp16 stores them compressed to fp16 (the CPU plugin still computes in fp32 unless
 told otherwise, and the I/O stays float32); int8 is NNCF post-training quantization on calibration frames
@@ -9,10 +9,10 @@ told otherwise, and the I/O stays float32); int8 is NNCF post-training quantizat
 import logging
 from pathlib import Path
 
+from rvm.formats import OPENVINO_MODEL_FILE
 from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.xml"
 
 
 def export_openvino(model, path, precision: str, options) -> None:
@@ -34,5 +34,5 @@ def export_openvino(model, path, precision: str, options) -> None:
     metadata = ArtifactMetadata.for_export(model, "openvino", precision, {"openvino": ov.__version__}, options)
     for key, value in metadata.to_strings().items():
         ov_model.set_rt_info(value, ["rvm", key])
-    ov.save_model(ov_model, str(folder / MODEL_FILE), compress_to_fp16=precision == "fp16")
+    ov.save_model(ov_model, str(folder / OPENVINO_MODEL_FILE), compress_to_fp16=precision == "fp16")
     log.info("wrote OpenVINO %s to %s", precision, folder)

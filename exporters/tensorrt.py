@@ -2,18 +2,19 @@
 ratio baked, every Resize on integer sizes, checked TensorRT-ready), where CUDA and TensorRT are present. The
 registry entry's check refuses the request in one line elsewhere, before any work.
 
-The artifact is a folder: `model.engine` (a plain serialized engine, as `trtexec --loadEngine` takes) and
-`rvm_metadata.json`. fp16 lets TensorRT pick fp16 kernels (I/O stays float32); fp32 turns TF32 off so fp32 means
-fp32. An engine runs on the GPU model and TensorRT version it was built with: the metadata names both.
+The artifact is a folder: the engine (`rvm.formats.TENSORRT_ENGINE_FILE`, a plain serialized engine, as
+`trtexec --loadEngine` takes) and the metadata file. fp16 lets TensorRT pick fp16 kernels (I/O stays float32);
+fp32 turns TF32 off so fp32 means fp32. An engine runs on the GPU model and TensorRT version it was built with:
+the metadata names both.
 """
 import logging
 from pathlib import Path
 
 from rvm.errors import ExportError
+from rvm.formats import TENSORRT_ENGINE_FILE
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)
-ENGINE = "model.engine"
 WORKSPACE_BYTES = 2 << 30
 
 
@@ -49,7 +50,7 @@ def export_tensorrt(model, path, precision: str, options) -> None:
     engine = build_engine(graph.SerializeToString(), precision)
     folder = Path(path)
     folder.mkdir(parents=True)
-    (folder / ENGINE).write_bytes(engine)
+    (folder / TENSORRT_ENGINE_FILE).write_bytes(engine)
     metadata = ArtifactMetadata.for_export(model, "tensorrt", precision, {"tensorrt": tensorrt.__version__}, options,
                                            device=torch.cuda.get_device_name(0))
     (folder / METADATA_FILE).write_text(metadata.to_json())

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
 from rvm.errors import ExportError
+from rvm.formats import TFJS_MODEL_FILE
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def convert(saved_model: Path, output_dir: Path, precision: str) -> None:
     # a concrete function flattens its dict outputs in sorted key order
     output_names = dict(zip((t.name for t in function.outputs), sorted(function.structured_outputs)))
     input_names = {spec.name: key for key, spec in function.structured_input_signature[1].items()}
-    model_json = output_dir / "model.json"
+    model_json = output_dir / TFJS_MODEL_FILE
     model = json.loads(model_json.read_text())
     repair_signature(model, input_names, output_names)
     unfuse_tensor_biases(model)

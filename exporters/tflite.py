@@ -25,10 +25,9 @@ import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.iospec import state_shapes
-from rvm.metadata import ArtifactMetadata
+from rvm.metadata import TFLITE_METADATA_NAME, ArtifactMetadata
 
 log = logging.getLogger(__name__)
-METADATA_NAME = "rvm_metadata"  # the flatbuffer metadata entry read back by rvm.runtimes.tflite
 
 
 def crop_for_exact_resize(size: int, ratio: float) -> Optional[int]:
@@ -119,7 +118,7 @@ def with_metadata(content: bytes, metadata: ArtifactMetadata) -> bytes:
     buffer.data = np.frombuffer(metadata.to_json().encode(), np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+    entry.name, entry.buffer = TFLITE_METADATA_NAME, len(model.buffers) - 1
     model.metadata = [*(model.metadata or []), entry]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 

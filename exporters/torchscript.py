@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from rvm.metadata import ArtifactMetadata
+from rvm.metadata import TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
 
 log = logging.getLogger(__name__)
-METADATA_FILE = "metadata.json"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -23,5 +22,5 @@ def export_torchscript(model, path, precision: str, options) -> None:
     # a copy, so that halving for fp16 leaves the caller's model (the validation reference) in fp32
     scripted = torch.jit.script(copy.deepcopy(model).eval().cpu().to(DTYPES[precision]))
     metadata = ArtifactMetadata.for_export(model, "torchscript", precision, options=options)
-    torch.jit.save(scripted, str(Path(path)), _extra_files={METADATA_FILE: metadata.to_json()})
+    torch.jit.save(scripted, str(Path(path)), _extra_files={TORCHSCRIPT_METADATA_FILE: metadata.to_json()})
     log.info("wrote TorchScript %s to %s", precision, path)

@@ -224,7 +224,7 @@ def runtime_class(path) -> type:
 
 
 def _format_of_metadata(folder: Path) -> Optional[formats.Format]:
-    """The registered format named by a folder's rvm_metadata.json, or None."""
+    """The registered format named by a folder's metadata file (METADATA_FILE), or None."""
     try:
         fields = json.loads((folder / METADATA_FILE).read_text())
         name = fields.get("format") if fields.get("producer") == PRODUCER else None

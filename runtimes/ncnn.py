@@ -1,5 +1,5 @@
 """NCNN backend on the `ncnn` Python package: CHW mats, one frame at a time, fixed resolution, ratio baked in
-(read from the folder's rvm_metadata.json).
+(read from the folder's metadata file).
 
 fp32 artifacts run with fp16/bf16 storage and arithmetic off (ncnn turns them on by default where the CPU has
 them, which costs 1e-3 of accuracy); fp16 artifacts run with them on, as on a phone.
@@ -12,12 +12,11 @@ import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, BackendError, BackendUnavailable, UsageError
+from rvm.formats import NCNN_BIN_FILE, NCNN_PARAM_FILE, NCNN_PARAM_SUFFIX
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
-
-PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
 
 
 class NcnnRuntime(Runtime):
@@ -29,9 +28,10 @@ class NcnnRuntime(Runtime):
             raise BackendUnavailable(f"the NCNN runtime here runs on the CPU, not {device!r}: use cpu")
         self.ncnn = ncnn
         folder = Path(path)
-        folder = folder.parent if folder.name.endswith(".ncnn.param") else folder
-        if not (folder / PARAM).is_file() or not (folder / METADATA_FILE).is_file():
-            raise ArtifactError(f"{folder} is not an rvm-toolkit NCNN folder ({PARAM}, {BIN} and {METADATA_FILE})")
+        folder = folder.parent if folder.name.endswith(NCNN_PARAM_SUFFIX) else folder
+        if not (folder / NCNN_PARAM_FILE).is_file() or not (folder / METADATA_FILE).is_file():
+            raise ArtifactError(f"{folder} is not an rvm-toolkit NCNN folder ({NCNN_PARAM_FILE}, {NCNN_BIN_FILE} and "
+                                f"{METADATA_FILE})")
         metadata = ArtifactMetadata.from_json((folder / METADATA_FILE).read_text())
         if metadata is None or not metadata.static:
             raise ArtifactError(f"{folder / METADATA_FILE} is not rvm-toolkit metadata of a static artifact")
@@ -42,7 +42,7 @@ class NcnnRuntime(Runtime):
         opt.use_bf16_storage = False
         opt.num_threads = threads or os.cpu_count()
         # ncnn reports a bad file by its return code, not an exception
-        for load, name in ((self.net.load_param, PARAM), (self.net.load_model, BIN)):
+        for load, name in ((self.net.load_param, NCNN_PARAM_FILE), (self.net.load_model, NCNN_BIN_FILE)):
             if load(str(folder / name)) != 0:
                 raise ArtifactError(f"{folder / name} is not a readable NCNN {name.rsplit('.', 1)[-1]} file: "
                                     f"export the folder again with `rvm export --format ncnn`")

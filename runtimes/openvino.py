@@ -17,18 +17,18 @@ import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, UsageError
+from rvm.formats import OPENVINO_MODEL_FILE, OPENVINO_WEIGHTS_FILE
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo, SettingsSweep
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.xml"
 STATE_FORMS = ("requests", "stateful")
 
 
 def model_file(path) -> Path:
     path = Path(path)
-    return path / MODEL_FILE if path.is_dir() else path
+    return path / OPENVINO_MODEL_FILE if path.is_dir() else path
 
 
 def check_ir(xml: Path) -> None:
@@ -39,8 +39,8 @@ def check_ir(xml: Path) -> None:
     if not head.startswith(b"<"):
         raise ArtifactError(f"{xml} is not an OpenVINO IR: not an XML file (it starts with {head[:8]!r})")
     if not xml.with_suffix(".bin").is_file():
-        raise ArtifactError(f"{xml} has no {xml.with_suffix('.bin').name} beside it: an IR is model.xml and its "
-                            f"weights model.bin")
+        raise ArtifactError(f"{xml} has no {xml.with_suffix('.bin').name} beside it: an IR is "
+                            f"{OPENVINO_MODEL_FILE} and its weights {OPENVINO_WEIGHTS_FILE}")
 
 
 def device_name(device: str) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 
 from rvm.contracts import TF_INPUTS, TF_OUTPUTS
 from rvm.errors import ArtifactError, BackendUnavailable, UsageError
+from rvm.formats import SAVED_MODEL_FILE
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -40,8 +41,9 @@ class TensorflowRuntime(Runtime):
         tf = import_tensorflow()
         self.tf = tf
         path = Path(path)
-        if not (path / "saved_model.pb").exists():
-            raise ArtifactError(f"{path} is not a TF SavedModel folder (no saved_model.pb): pass the exported folder")
+        if not (path / SAVED_MODEL_FILE).exists():
+            raise ArtifactError(f"{path} is not a TF SavedModel folder (no {SAVED_MODEL_FILE}): pass the exported "
+                                f"folder")
         self.device = self._pick_device(device)
         with tf.device(self.device):
             self.model = tf.saved_model.load(str(path))

@@ -9,12 +9,11 @@ import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, BackendError, BackendUnavailable
+from rvm.formats import TENSORRT_ENGINE_FILE
 from rvm.iospec import state_shapes
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
-
-ENGINE = "model.engine"
 
 
 class TensorRTRuntime(Runtime):
@@ -31,9 +30,10 @@ class TensorRTRuntime(Runtime):
         self.torch = torch
         folder = Path(path)
         folder = folder.parent if folder.suffix.lower() in (".engine", ".plan") else folder
-        engine_file = Path(path) if Path(path).is_file() else folder / ENGINE
+        engine_file = Path(path) if Path(path).is_file() else folder / TENSORRT_ENGINE_FILE
         if not engine_file.is_file() or not (folder / METADATA_FILE).is_file():
-            raise ArtifactError(f"{folder} is not an rvm-toolkit TensorRT folder ({ENGINE} and {METADATA_FILE})")
+            raise ArtifactError(f"{folder} is not an rvm-toolkit TensorRT folder ({TENSORRT_ENGINE_FILE} and "
+                                f"{METADATA_FILE})")
         metadata = ArtifactMetadata.from_json((folder / METADATA_FILE).read_text())
         self.device = torch.device(device if device.startswith("cuda:") else "cuda:0")
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_file.read_bytes())

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from rvm.errors import ArtifactError, BackendError, BackendUnavailable, MissingNodePackages, UsageError, brief
+from rvm.formats import TFJS_MODEL_FILE
 from rvm.metadata import METADATA_FILE, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
@@ -36,9 +37,9 @@ class TfjsError(BackendError):
 
 def find_model_json(path) -> Path:
     path = Path(path)
-    model_json = path / "model.json" if path.is_dir() else path
+    model_json = path / TFJS_MODEL_FILE if path.is_dir() else path
     if not model_json.is_file():
-        raise ArtifactError(f"no TF.js model at {path}: pass a model.json file or the folder holding it")
+        raise ArtifactError(f"no TF.js model at {path}: pass a {TFJS_MODEL_FILE} file or the folder holding it")
     return model_json
 
 

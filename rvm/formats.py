@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rvm.errors import ArtifactError, BackendUnavailable, MissingDependency, RVMError, UsageError, brief
+from rvm.metadata import METADATA_FILE, TFLITE_METADATA_NAME
 
 Resolution = Tuple[int, int]  # (width, height)
+
+
+# ---- machinery: options, tolerances, the entry type, the registry ----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -75,25 +79,6 @@ class Tolerance:
                   ("alpha MAD", mad, self.mad), ("alpha dtSSD", dtssd, self.dtssd)]
         return [f"{name} {value:.3g} > {limit:.3g}" for name, value, limit in checks
                 if limit is not None and value is not None and not value <= limit]
-
-
-# The fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a, TF is
-# 2.3e-3 and ONNX 3.9e-4 from torch fp32, and torch fp32 itself is 2.3e-3 from fp64. No fp32 backend can be held
-# closer than that to PyTorch with this refiner; the deep guided filter stays within 1.2e-5.
-FAST_GUIDED_FILTER_FP32_FLOOR = 5e-3
-
-
-def fp32_tolerance(measured: str) -> Tolerance:
-    return Tolerance(1e-4, 1e-4, 1e-5, 1e-5, fast_guided_filter_max=FAST_GUIDED_FILTER_FP32_FLOOR, measured=measured)
-
-
-# On the sample scene (export validation without a clip: 8 frames of rvm.media.samples.sample_scene) fp16's worst pixels
-# are larger than on footage and move with the frame size: TorchScript fp16 alpha max 4.5e-2 at 324x184, 2.8e-2 at
-# 320x192 (foreground at most 2.4e-2); the others 1.7e-2 to 3.6e-2. The max bounds there are 8e-2, about 1.8x the
-# worst; the means stay the footage's, and they reject the state zeroed every frame (alpha mean 2.0e-2 to 2.5e-2).
-def _fp16_scene(footage: Tolerance) -> Tolerance:
-    return footage.on_scene("sample scene, 8 frames at 320x192 and 324x184: alpha max <= 4.5e-2, foreground max "
-                            "<= 2.4e-2, alpha mean <= 6.3e-4", pha_max=8e-2, fgr_max=8e-2)
 
 
 @dataclass(frozen=True)
@@ -199,7 +184,67 @@ class Format:
         return options
 
 
-# ---- artifact naming and recognition ------------------------------------------------------------------------
+FORMATS: Dict[str, Format] = {}
+
+
+def register(entry: Format) -> Format:
+    if entry.name in FORMATS:
+        raise ValueError(f"format {entry.name!r} is registered twice")
+    missing = [p for p in entry.precisions if p not in entry.tolerances]
+    if missing:
+        raise ValueError(f"format {entry.name!r} has no tolerance for {', '.join(missing)}")
+    FORMATS[entry.name] = entry
+    return entry
+
+
+# The fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a, TF is
+# 2.3e-3 and ONNX 3.9e-4 from torch fp32, and torch fp32 itself is 2.3e-3 from fp64. No fp32 backend can be held
+# closer than that to PyTorch with this refiner; the deep guided filter stays within 1.2e-5.
+FAST_GUIDED_FILTER_FP32_FLOOR = 5e-3
+
+
+def fp32_tolerance(measured: str) -> Tolerance:
+    return Tolerance(1e-4, 1e-4, 1e-5, 1e-5, fast_guided_filter_max=FAST_GUIDED_FILTER_FP32_FLOOR, measured=measured)
+
+
+# On the sample scene (export validation without a clip: 8 frames of rvm.media.samples.sample_scene) fp16's worst pixels
+# are larger than on footage and move with the frame size: TorchScript fp16 alpha max 4.5e-2 at 324x184, 2.8e-2 at
+# 320x192 (foreground at most 2.4e-2); the others 1.7e-2 to 3.6e-2. The max bounds there are 8e-2, about 1.8x the
+# worst; the means stay the footage's, and they reject the state zeroed every frame (alpha mean 2.0e-2 to 2.5e-2).
+def _fp16_scene(footage: Tolerance) -> Tolerance:
+    return footage.on_scene("sample scene, 8 frames at 320x192 and 324x184: alpha max <= 4.5e-2, foreground max "
+                            "<= 2.4e-2, alpha mean <= 6.3e-4", pha_max=8e-2, fgr_max=8e-2)
+
+
+# int8 (ONNX Runtime QDQ, OpenVINO NNCF) with the layers a per-block sweep found sensitive kept in float
+# (rvm.exporters.int8.KEEP_FP32), calibrated on 16 frames each of person_b/person_c, measured on person_a upscaled
+# 2x at ratio 0.5, 58 frames (README, INT8). The MAD bound is the issue's (alpha MAD <= 2, x1e-3) and the alpha
+# mean is the same quantity; the state zeroed every frame costs MAD 12.4-12.9, alpha max 1.0, foreground mean
+# 1.8-2.0e-2 and dtSSD 5.1, so each bound but the foreground max rejects it (parity_tests, test_format_openvino.py).
+# The worst pixels grow with the frame: a static 1920x1080 export validated on person_a reached foreground max 0.165
+# and alpha max 0.24 over 8 frames, so the foreground max bound is 0.3, not the 0.15 the small clip suggested.
+INT8_TOLERANCE = Tolerance(0.5, 0.3, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
+                           measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
+                                    "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
+                                    "0.39; dynamic and static alike (person_a, 58 frames); static 1920x1080 ONNX: "
+                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)").on_scene(
+    # the sample scene moves more with the calibration footage: alpha MAD 1.42-1.88 calibrated on person_b/c, 2.34
+    # (OpenVINO) on person_c alone; the state zeroed every frame there costs alpha MAD 20-26, foreground mean 3e-2
+    "sample scene, 8 frames at 320x192 and 324x184: ONNX MAD 1.42-1.63, OpenVINO 1.84-2.34; alpha max 0.17, "
+    "foreground max 0.066 / mean 7.5e-3, dtSSD 0.81", pha_mean=4e-3, mad=4.0)
+
+
+# ---- artifact names and recognition ------------------------------------------------------------------------
+# The files of folder artifacts, spelled once: their exporters write them, their runtimes and these recognisers read
+# them (the metadata files are rvm.metadata's)
+SAVED_MODEL_FILE = "saved_model.pb"  # TensorFlow's own name, written by its SavedModel writer
+TFJS_MODEL_FILE = "model.json"  # the graph model's topology and weight manifest, written by the converter
+OPENVINO_MODEL_FILE, OPENVINO_WEIGHTS_FILE = "model.xml", "model.bin"  # OpenVINO pairs an .xml with its .bin by stem
+NCNN_PARAM_SUFFIX = ".ncnn.param"
+NCNN_PARAM_FILE, NCNN_BIN_FILE = f"model{NCNN_PARAM_SUFFIX}", "model.ncnn.bin"
+TENSORRT_ENGINE_FILE = "model.engine"
+
+
 def _static_suffix(options: ExportOptions) -> str:
     if not options.static:
         return ""
@@ -225,14 +270,31 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _is_saved_model(path: Path) -> bool:
-    return (path / "saved_model.pb").is_file()
+    return (path / SAVED_MODEL_FILE).is_file()
 
 
 def _is_tfjs(path: Path) -> bool:
-    return path.name == "model.json" or (path / "model.json").is_file()
+    return path.name == TFJS_MODEL_FILE or (path / TFJS_MODEL_FILE).is_file()
 
 
-# ---- format-specific option checks --------------------------------------------------------------------------
+def _is_openvino(path: Path) -> bool:
+    return path.suffix.lower() == ".xml" or (path / OPENVINO_MODEL_FILE).is_file()
+
+
+def _is_ncnn(path: Path) -> bool:
+    return path.name.endswith(NCNN_PARAM_SUFFIX) or (path / NCNN_PARAM_FILE).is_file()
+
+
+def _is_tensorrt(path: Path) -> bool:
+    return path.suffix.lower() in (".engine", ".plan") or (path / TENSORRT_ENGINE_FILE).is_file()
+
+
+def _coreml_name(variant: str, precision: str, options: ExportOptions) -> str:
+    width, height = options.resolution
+    return f"rvm_{variant}_{width}x{height}_s{options.downsample_ratio:g}_{precision}.{options.kind or 'mlmodel'}"
+
+
+# ---- format-specific option checks, variants and probes -----------------------------------------------------
 COREML_KINDS = ("mlmodel", "mlpackage")
 
 
@@ -251,7 +313,8 @@ def _no_kind(name: str) -> Callable[[str, ExportOptions], None]:
     return check
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# the frames of a folder, in a calibration source here and in any folder rvm.media reads as a clip
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def calibration_sources(text) -> List[Path]:
@@ -281,28 +344,6 @@ def _check_calibration(name: str) -> Callable[[str, ExportOptions], None]:
     return check
 
 
-def _is_openvino(path: Path) -> bool:
-    return path.suffix.lower() == ".xml" or (path / "model.xml").is_file()
-
-
-# int8 (ONNX Runtime QDQ, OpenVINO NNCF) with the layers a per-block sweep found sensitive kept in float
-# (rvm.exporters.int8.KEEP_FP32), calibrated on 16 frames each of person_b/person_c, measured on person_a upscaled
-# 2x at ratio 0.5, 58 frames (README, INT8). The MAD bound is the issue's (alpha MAD <= 2, x1e-3) and the alpha
-# mean is the same quantity; the state zeroed every frame costs MAD 12.4-12.9, alpha max 1.0, foreground mean
-# 1.8-2.0e-2 and dtSSD 5.1, so each bound but the foreground max rejects it (parity_tests, test_format_openvino.py).
-# The worst pixels grow with the frame: a static 1920x1080 export validated on person_a reached foreground max 0.165
-# and alpha max 0.24 over 8 frames, so the foreground max bound is 0.3, not the 0.15 the small clip suggested.
-INT8_TOLERANCE = Tolerance(0.5, 0.3, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
-                           measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
-                                    "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
-                                    "0.39; dynamic and static alike (person_a, 58 frames); static 1920x1080 ONNX: "
-                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)").on_scene(
-    # the sample scene moves more with the calibration footage: alpha MAD 1.42-1.88 calibrated on person_b/c, 2.34
-    # (OpenVINO) on person_c alone; the state zeroed every frame there costs alpha MAD 20-26, foreground mean 3e-2
-    "sample scene, 8 frames at 320x192 and 324x184: ONNX MAD 1.42-1.63, OpenVINO 1.84-2.34; alpha max 0.17, "
-    "foreground max 0.066 / mean 7.5e-3, dtSSD 0.81", pha_mean=4e-3, mad=4.0)
-
-
 # the official CoreML downloads' configuration, used by `--format all` when no resolution is given
 COREML_DEFAULT_RESOLUTION, COREML_DEFAULT_RATIO = (1920, 1080), 0.25
 
@@ -314,25 +355,22 @@ def _coreml_variants(options: ExportOptions) -> List[ExportOptions]:
     return [replace(options, kind=kind) for kind in COREML_KINDS]
 
 
-def _coreml_name(variant: str, precision: str, options: ExportOptions) -> str:
-    width, height = options.resolution
-    return f"rvm_{variant}_{width}x{height}_s{options.downsample_ratio:g}_{precision}.{options.kind or 'mlmodel'}"
+def _when_sized(options: ExportOptions) -> List[ExportOptions]:
+    """`--format all` writes a static-only mobile format only when a resolution and ratio are given: it is built
+    for the device's camera size, and no size is the obvious default."""
+    return [options] if options.resolution is not None and options.downsample_ratio is not None else []
 
 
-# ---- the registry ------------------------------------------------------------------------------------------
-FORMATS: Dict[str, Format] = {}
+def _probe_tensorrt() -> None:
+    """TensorRT builds engines on an NVIDIA GPU only: a CUDA device, checked before any work (the package is in
+    `requires`)."""
+    import torch
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(f"TensorRT engines are built and run on an NVIDIA GPU: TensorRT is installed but "
+                                 f"no CUDA device is visible (torch {torch.__version__})")
 
 
-def register(entry: Format) -> Format:
-    if entry.name in FORMATS:
-        raise ValueError(f"format {entry.name!r} is registered twice")
-    missing = [p for p in entry.precisions if p not in entry.tolerances]
-    if missing:
-        raise ValueError(f"format {entry.name!r} has no tolerance for {', '.join(missing)}")
-    FORMATS[entry.name] = entry
-    return entry
-
-
+# ---- the entries, in the order FORMATS lists them (CLI choices, `all`, parity and bench rows) --------------
 register(Format(
     name="torchscript", title="TorchScript", precisions=("fp32", "fp16"),
     exporter="rvm.exporters.torchscript:export_torchscript", runtime="rvm.runtimes.torchscript:TorchScriptRuntime",
@@ -370,25 +408,20 @@ register(Format(
     exporter="rvm.exporters.tf:export_tf", runtime="rvm.runtimes.tensorflow:TensorflowRuntime",
     tolerances={"fp32": fp32_tolerance("alpha max 4.3e-6, mean 3.7e-8 (person_a, 58 frames)")},
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tf", recognizes=_is_saved_model,
-    artifact_description="a TF SavedModel folder with saved_model.pb and variables/",
+    artifact_description=f"a TF SavedModel folder with {SAVED_MODEL_FILE} and variables/",
     extra="tf", requires=("tensorflow",), runtime_requires=("tensorflow",), static="never",
     check=_no_kind("TF SavedModel")))
 
 register(Format(
-    # weights stored uint8 where harmless and float16 elsewhere (default), all uint8 (as the official download),
-    # all float16: see rvm.exporters.tfjs
+    # Weights stored uint8 where harmless and float16 elsewhere (mixed, the default), all uint8 (as the official
+    # download) or all float16 (rvm.exporters.tfjs); TF.js computes in float32 whatever the storage, and its fp32
+    # graph agrees with PyTorch to 7e-6, so the gap is weight storage. Official weights, person_a/b/c upscaled 2x
+    # at ratio 0.5, 58 frames each (README, TF.js precisions), worst clip person_a. The state dropped every frame
+    # costs alpha mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it (parity tests,
+    # tests/test_format_tfjs.py).
     name="tfjs", title="TF.js", precisions=("mixed", "int8", "fp16"),
     exporter="rvm.exporters.tfjs:export_tfjs", runtime="rvm.runtimes.tfjs:TfjsRuntime",
-    # Weights stored uint8 where harmless and float16 elsewhere (mixed, the default), all uint8 (as the official
-    # download) or all float16; TF.js computes in float32 whatever the storage, and its fp32 graph agrees with
-    # PyTorch to 7e-6, so the gap is weight storage. Official weights, person_a/b/c upscaled 2x at ratio 0.5,
-    # 58 frames each (README, TF.js precisions), worst clip person_a. The state dropped every frame costs alpha
-    # mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it (parity tests).
     tolerances={
-        # official weights, person_a/b/c upscaled 2x at ratio 0.5, 58 frames each (README, TF.js precisions); the
-        # fp32 TF.js graph agrees with PyTorch to 7e-6: the gap is the weights' storage. Dropping the state every
-        # frame costs alpha mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it
-        # (tests/test_format_tfjs.py).
         "mixed": Tolerance(1e-1, 6e-2, 1e-3, 2e-3,
                            measured="alpha max 3.3e-2, mean 1.8e-4 (person_a); foreground max 2.9e-2, mean 5.7e-4 "
                                     "(person_b); 58 frames"),
@@ -407,7 +440,7 @@ register(Format(
                                                "(person_a, 58 frames)")),
     },
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tfjs_{precision}", recognizes=_is_tfjs,
-    artifact_description="a TF.js graph-model folder with model.json and the weight shards it lists",
+    artifact_description=f"a TF.js graph-model folder with {TFJS_MODEL_FILE} and the weight shards it lists",
     extra="tfjs", requires=("tensorflow", "tensorflowjs"), static="never", check=_no_kind("TF.js"), in_bench=False,
     runs_on="Node.js >= 18 with the runner's npm packages (make install)"))
 
@@ -426,10 +459,9 @@ register(Format(
     in_bench=False, marks=("macos",),
     runs_on="macOS (elsewhere the spec is checked instead)"))
 
-
 register(Format(
-    # an IR folder (model.xml, model.bin) converted from our ONNX graph; fp16 stores weights compressed, the I/O
-    # stays float32; int8 is NNCF post-training quantization calibrated with the state flowing
+    # an IR folder converted from our ONNX graph; fp16 stores weights compressed, the I/O stays float32; int8 is
+    # NNCF post-training quantization calibrated with the state flowing
     name="openvino", title="OpenVINO", precisions=("fp32", "fp16", "int8"),
     exporter="rvm.exporters.openvino:export_openvino", runtime="rvm.runtimes.openvino:OpenVinoRuntime",
     tolerances={
@@ -440,34 +472,11 @@ register(Format(
         "int8": INT8_TOLERANCE,
     },
     artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino,
-    artifact_description="an OpenVINO IR folder with model.xml and model.bin (or an .xml file beside its .bin)",
+    artifact_description=f"an OpenVINO IR folder with {OPENVINO_MODEL_FILE} and {OPENVINO_WEIGHTS_FILE} (or an .xml "
+                         f"file beside its .bin)",
     extra="openvino",
     requires=("onnx", "onnxsim", "openvino", "nncf"), runtime_requires=("openvino",), static="optional",
     check=_check_calibration("OpenVINO"), half_io=False, calibrated=("int8",), static_rows=("fp32", "int8")))
-
-
-def _when_sized(options: ExportOptions) -> List[ExportOptions]:
-    """`--format all` writes a static-only mobile format only when a resolution and ratio are given: it is built
-    for the device's camera size, and no size is the obvious default."""
-    return [options] if options.resolution is not None and options.downsample_ratio is not None else []
-
-
-def _is_ncnn(path: Path) -> bool:
-    return path.name.endswith(".ncnn.param") or (path / "model.ncnn.param").is_file()
-
-
-def _is_tensorrt(path: Path) -> bool:
-    return path.suffix.lower() in (".engine", ".plan") or (path / "model.engine").is_file()
-
-
-def _probe_tensorrt() -> None:
-    """TensorRT builds engines on an NVIDIA GPU only: a CUDA device, checked before any work (the package is in
-    `requires`)."""
-    import torch
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(f"TensorRT engines are built and run on an NVIDIA GPU: TensorRT is installed but "
-                                 f"no CUDA device is visible (torch {torch.__version__})")
-
 
 register(Format(
     # our TF graph at one resolution, ratio baked, TFLite builtin ops only (the GPU delegate takes every op of the
@@ -496,8 +505,8 @@ register(Format(
                           needs_clip="full-integer TFLite is as far from PyTorch on the packaged sample scene as a run "
                                      "that drops its state, so only real footage can validate it"),
         # activations are quantized on the fly, differently on each kernel path: LiteRT's reference kernels put
-        # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike
-        # on the sample scene: alpha mean 6.7e-3, foreground max 0.23 (324x184); state zeroed: alpha mean 2.2e-2
+        # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike.
+        # On the sample scene with its state zeroed: alpha mean 2.2e-2
         "int8-dynamic": Tolerance(0.7, 0.2, 5e-3, 1e-2,
                                   measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); "
                                            "foreground max 7.1e-2, mean "
@@ -507,15 +516,16 @@ register(Format(
             pha_mean=1.2e-2, fgr_max=0.35, fgr_mean=1.5e-2),
     },
     artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"),
-    artifact_description="a TFLite flatbuffer (.tflite) exported by rvm-toolkit, with its rvm_metadata entry",
+    artifact_description=f"a TFLite flatbuffer (.tflite) exported by rvm-toolkit, with its {TFLITE_METADATA_NAME} "
+                         "entry",
     extra="tflite",
     requires=("tensorflow", "ai_edge_litert"), runtime_requires=("ai_edge_litert",), static="always",
     check=_check_calibration("TFLite"), variants=_when_sized, io_layout="NHWC", half_io=False,
     calibrated=("int8",)))
 
 register(Format(
-    # pnnx traces the reference model at one resolution, ratio baked; a folder of model.ncnn.param/.bin and
-    # rvm_metadata.json. fp16: fp16 weights, and ncnn's fp16 storage and arithmetic on; I/O float32 either way
+    # pnnx traces the reference model at one resolution, ratio baked, into a folder (param, bin, metadata).
+    # fp16: fp16 weights, and ncnn's fp16 storage and arithmetic on; I/O float32 either way
     name="ncnn", title="NCNN", precisions=("fp32", "fp16"),
     exporter="rvm.exporters.ncnn:export_ncnn", runtime="rvm.runtimes.ncnn:NcnnRuntime",
     tolerances={
@@ -526,13 +536,13 @@ register(Format(
                                                "frames); state zeroed every frame: alpha mean 1.25e-2")),
     },
     artifact_name=_suffixed("", "_ncnn"), recognizes=_is_ncnn,
-    artifact_description="an NCNN folder with model.ncnn.param, model.ncnn.bin and rvm_metadata.json",
+    artifact_description=f"an NCNN folder with {NCNN_PARAM_FILE}, {NCNN_BIN_FILE} and {METADATA_FILE}",
     extra="ncnn", requires=("pnnx", "ncnn"),
     runtime_requires=("ncnn",), static="always", check=_no_kind("NCNN"), variants=_when_sized, half_io=False))
 
 register(Format(
     # a serialized engine built from the static ONNX profile (rvm.exporters.onnx), in a folder with its
-    # rvm_metadata.json; the state stays on the GPU between frames. fp32 turns TF32 off
+    # metadata; the state stays on the GPU between frames. fp32 turns TF32 off
     name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),
     exporter="rvm.exporters.tensorrt:export_tensorrt", runtime="rvm.runtimes.tensorrt:TensorRTRuntime",
     tolerances={
@@ -541,7 +551,7 @@ register(Format(
         "fp32": fp32_tolerance("not measured here (no CUDA GPU)"),
     },
     artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt,
-    artifact_description="a TensorRT folder with model.engine and rvm_metadata.json", extra="tensorrt",
+    artifact_description=f"a TensorRT folder with {TENSORRT_ENGINE_FILE} and {METADATA_FILE}", extra="tensorrt",
     requires=("tensorrt", "onnx", "onnxsim"), runtime_requires=("tensorrt", "torch"), static="always",
     check=_no_kind("TensorRT"), probe=_probe_tensorrt, half_io=False, in_all=False, marks=("gpu",),
     runs_on="an NVIDIA GPU with CUDA and TensorRT ([tensorrt] extra)"))

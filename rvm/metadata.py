@@ -16,6 +16,8 @@ from rvm.version import __version__
 SCHEMA_VERSION = 1
 PRODUCER = "rvm-toolkit"
 METADATA_FILE = "rvm_metadata.json"  # inside artifact folders (SavedModel, TF.js) and beside other files
+TORCHSCRIPT_METADATA_FILE = "metadata.json"  # the extra file of TorchScript archives (official ones have none)
+TFLITE_METADATA_NAME = "rvm_metadata"  # the entry in a TFLite flatbuffer's metadata table
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from rvm import formats  # noqa: E402
 from rvm.compare import compare  # noqa: E402
 from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
-from rvm.exporters.ncnn import PARAM  # noqa: E402
-from rvm.formats import ExportOptions  # noqa: E402
+from rvm.formats import NCNN_PARAM_FILE, ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
 from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
@@ -60,8 +59,8 @@ def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, c
 def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
     path = artifacts["fp32"]
     assert path.name == "rvm_mobilenetv3_ncnn_fp32_324x184_s0.5" and formats.detect(path).name == "ncnn"
-    assert formats.detect(path / PARAM).name == "ncnn"
-    layers = (path / PARAM).read_text().splitlines()
+    assert formats.detect(path / NCNN_PARAM_FILE).name == "ncnn"
+    layers = (path / NCNN_PARAM_FILE).read_text().splitlines()
     assert [line.split()[1] for line in layers if line.startswith("Input")] == ["src", "r1i", "r2i", "r3i", "r4i"]
     text = " ".join(layers)
     assert all(f" {name}" in text for name in ("fgr", "pha", "r1o", "r2o", "r3o", "r4o"))
@@ -70,7 +69,7 @@ def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
     assert spec["format"] == "ncnn" and spec["inputs"][0]["shape"] == [1, 3, STATIC_SIZE[1], STATIC_SIZE[0]]
     assert [i["shape"] for i in spec["inputs"][1:]] == [list(s) for s in
                                                          state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO)]
-    with load(path / PARAM, device="cpu") as runtime:  # the param file names its folder
+    with load(path / NCNN_PARAM_FILE, device="cpu") as runtime:  # the param file names its folder
         metadata = runtime.info.metadata
         assert metadata.precision == "fp32" and metadata.resolution == STATIC_SIZE and "pnnx" in metadata.versions
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from rvm.batch.jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
 from rvm.batch.workers import PROGRESS_EVERY_S, Pool, local_pool
-from rvm.media.video import IMAGE_SUFFIXES
+from rvm.formats import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

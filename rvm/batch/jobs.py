@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from rvm.errors import UsageError
-from rvm.media.video import IMAGE_SUFFIXES
+from rvm.formats import IMAGE_SUFFIXES
 
 OUTPUT_KINDS = ("composition", "alpha", "foreground", "rgba")
 # the `convert_video` options a job may set; the rest (runtime, progress, overwrite...) belong to the batch
 JOB_OPTIONS = ("output_type", "background", "downsample_ratio", "input_resize", "output_video_mbps", "seq_chunk")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
+# the files of an input folder taken as videos (outputs are written in fewer containers: rvm.media.pipeline)
+INPUT_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
 STATE_FOLDER = ".rvm-batch"  # in the output folder: the ledger, segment parts
 # what `convert_video`'s sinks leave when their process dies: `.NAME.partial-XXXXXXXX[.suffix]` (and `.old-` for
 # the replaced folder of an overwrite); removed before a job runs again
@@ -78,9 +79,9 @@ def _expand_inputs(inputs: Sequence[str]) -> List[Path]:
         if not path.exists():
             raise BatchError(f"input {text} does not exist: pass existing video files, folders or globs")
         if path.is_dir() and not _is_image_folder(path):
-            videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INPUT_VIDEO_SUFFIXES)
             if not videos:
-                raise BatchError(f"folder {text} has no videos ({', '.join(VIDEO_SUFFIXES)}) and no images: "
+                raise BatchError(f"folder {text} has no videos ({', '.join(INPUT_VIDEO_SUFFIXES)}) and no images: "
                                  f"pass a folder of videos or of frames")
             found += videos
         else:

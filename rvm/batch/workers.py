@@ -13,6 +13,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Optional
 
 from rvm.batch.jobs import Job, JobFailed
+from rvm.errors import brief
 
 # 2 workers x 1 thread converted 1.1-1.3x the frames/s of 1 worker x 2 threads once running on this 2-core machine
 # (README, "Batch"): each conversion is a pipeline whose decode and encode threads leave a lone model idle part of
@@ -52,7 +53,7 @@ class Worker:
         try:
             summary = convert_job(job, self.runtime, on_frames)
         except Exception as error:  # the job failed, the worker lives on
-            raise JobFailed(_one_line(error)) from None
+            raise JobFailed(_reason(error)) from None
         seconds = time.perf_counter() - started
         emit("frames", frames)
         return {"frames": summary["frames"], "seconds": round(seconds, 3),
@@ -65,9 +66,10 @@ class Worker:
         self.runtime.close()
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {text}"
+def _reason(error: BaseException) -> str:
+    """A failed job's or worker's reason, on one line and whole; ValueError and OSError messages (ours, a file's)
+    say what failed without their type."""
+    return brief(error, limit=None, typed=not isinstance(error, (ValueError, OSError)))
 
 
 # ---- local executor: worker processes ------------------------------------------------------------------
@@ -118,7 +120,7 @@ def _serve(conn, model: str, device: str, threads: Optional[int]) -> None:
     try:
         worker, load_error = Worker(model, device, threads), None
     except Exception as error:
-        worker, load_error = None, f"cannot load model {model}: {_one_line(error)}"
+        worker, load_error = None, f"cannot load model {model}: {_reason(error)}"
     while True:
         try:
             job = conn.recv()

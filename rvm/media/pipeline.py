@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from rvm.contracts import DEFAULT_GREEN
 from rvm.errors import UsageError, VideoError
+from rvm.formats import IMAGE_SUFFIXES
 from rvm.media.video import (
-    IMAGE_SUFFIXES,
     FrameSink,
     FrameSource,
     PngSequenceSink,
@@ -35,7 +35,8 @@ from rvm.media.video import (
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm")
+# the names a video output may take: the containers written here (an input may be any container PyAV reads)
+OUTPUT_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm")
 QUEUE_CHUNKS = 4  # chunks in flight per queue: enough to absorb jitter, small enough to keep memory flat
 BackgroundSpec = Union[None, str, Path, Sequence[int]]
 
@@ -117,8 +118,8 @@ def _plan_outputs(paths: Dict[str, Optional[Union[str, Path]]], output_type: str
         png_sequence = output_type == "png_sequence" and name != "rgba"
         if name == "rgba" and path.suffix.lower() not in (".mov", ".webm"):
             raise ConvertError(f"RGBA output {path} must end in .mov (ProRes 4444) or .webm (VP9 with alpha)")
-        if not png_sequence and path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise ConvertError(f"{name} output {path} needs a video name ({', '.join(VIDEO_SUFFIXES)}), "
+        if not png_sequence and path.suffix.lower() not in OUTPUT_VIDEO_SUFFIXES:
+            raise ConvertError(f"{name} output {path} needs a video name ({', '.join(OUTPUT_VIDEO_SUFFIXES)}), "
                                f"or pass output_type='png_sequence' (--output-type png_sequence) for a frame folder")
         check_writable(path, overwrite)
         outputs.append(_Output(name, path, png_sequence))

@@ -28,11 +28,11 @@ import torch
 from PIL import Image
 
 from rvm.errors import VideoError
+from rvm.formats import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 Size = Tuple[int, int]  # (width, height)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_SEQUENCE_FPS = Fraction(30)  # an image folder has no frame rate; the official converter uses 30
 # suffix -> (encoder, pixel format steps from rgba: the last is the encoder's; see the swscale note above)
 RGBA_CODECS = {".mov": ("prores_ks", ("yuva444p", "yuva444p10le")), ".webm": ("libvpx-vp9", ("yuva420p",))}

@@ -59,25 +59,25 @@ class WebModel:
 
     @property
     def url(self) -> str:
-        return f"models/{self.name}/model.json" if self.engine == "tfjs" else f"models/{self.name}.onnx"
+        return f"models/{self.name}/{formats.TFJS_MODEL_FILE}" if self.engine == "tfjs" else f"models/{self.name}.onnx"
 
 
 def find_model(path) -> WebModel:
     """A TF.js graph model folder (or its model.json) or an fp32 .onnx file with the RVM contract's I/O."""
     path = Path(path)
-    if path.name == "model.json" and path.is_file():
+    if path.name == formats.TFJS_MODEL_FILE and path.is_file():
         path = path.parent
     found = formats.detect(path) if path.exists() else None
-    if found is not None and found.name == "tfjs" and (path / "model.json").is_file():
-        check_tfjs(path / "model.json")
+    if found is not None and found.name == "tfjs" and (path / formats.TFJS_MODEL_FILE).is_file():
+        check_tfjs(path / formats.TFJS_MODEL_FILE)
         return WebModel(path, "tfjs")
     if found is not None and found.name == "onnx" and path.is_file():
         check_onnx(path)
         return WebModel(path, "onnx")
     if not path.exists():
         raise UsageError(f"no model at {path}: pass a TF.js model folder (rvm export --format tfjs) or an .onnx file")
-    raise UsageError(f"{path} is not a TF.js model folder (holding model.json) nor an .onnx file: export one with "
-                   f"`rvm export --format tfjs` or `--format onnx`")
+    raise UsageError(f"{path} is not a TF.js model folder (holding {formats.TFJS_MODEL_FILE}) nor an .onnx file: "
+                     f"export one with `rvm export --format tfjs` or `--format onnx`")
 
 
 def check_tfjs(model_json: Path) -> None:
