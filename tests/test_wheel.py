@@ -129,7 +129,9 @@ def export(installed, workdir, fmt: str) -> subprocess.CompletedProcess:
 @slow
 def test_wheel_holds_the_package_and_its_data_only(installed):
     names = zipfile.ZipFile(installed.wheel).namelist()
-    for name in ("rvm/__init__.py", "rvm/cli.py", "rvm/exporters/__init__.py", "rvm/exporters/onnx.py",
+    for name in ("rvm/__init__.py", "rvm/commands/cli.py", "rvm/media/samples.py", "rvm/measure/bench.py",
+                 "rvm/batch/driver.py", "rvm/web/site.py", "rvm/data/person.jpg", "rvm/data/README.md",
+                 "rvm/exporters/__init__.py", "rvm/exporters/onnx.py",
                  "rvm/runtimes/__init__.py", "rvm/runtimes/tfjs.py", "rvm/model/network.py",
                  "rvm/models/manifest.json", "rvm/web/page/index.html", "rvm/web/page/app.js", "rvm/web/page/style.css",
                  "rvm/web/page/package.json", "rvm/web/page/package-lock.json", "rvm/runtimes/tfjs_runner/runner.js",
