@@ -64,9 +64,14 @@ def find_node() -> str:
     if node is None:
         raise BackendUnavailable("the TF.js runtime needs Node.js: install Node.js 18+ (with npm) so that `node` "
                                  "is on PATH")
+    check_runner_packages()
+    return node
+
+
+def check_runner_packages() -> None:
+    """Raise MissingNodePackages, naming the install command, unless the Node runner's npm packages are there."""
     if not (RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir():
         raise MissingNodePackages("the TF.js runtime's Node runner", RUNNER_DIR)
-    return node
 
 
 class NodeRunner:

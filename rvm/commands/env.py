@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from rvm import formats
-from rvm.errors import BackendUnavailable, MissingDependency, one_line
+from rvm.errors import BackendUnavailable, MissingDependency, MissingNodePackages, one_line
 from rvm.version import __version__
 
 # packages worth a line whether or not a format names them (video I/O, batch, browser tests, converters)
@@ -217,20 +217,18 @@ def node() -> Dict[str, Any]:
     if info["path"] is None:
         info["version"] = {"unknown": "`node` is not on PATH: install Node.js 18+ for the TF.js runtime, its "
                                       "export validation and the `rvm web` tests"}
-    info["tfjs_runner_packages"] = _installed(lambda: (tfjs.RUNNER_DIR / "node_modules" / "@tensorflow" / "tfjs")
-                                              .is_dir(), f"run `npm ci` in {tfjs.RUNNER_DIR} (or `make install`)")
-    info["web_page_packages"] = _installed(lambda: web.vendor_files(web.VENDOR_FILES),
-                                           f"run `npm ci` in {web.WEBAPP_DIR} (or `make install`)")
+    # the runtime's and the page's own checks, so the fix is the command they would print
+    info["tfjs_runner_packages"] = _installed(tfjs.check_runner_packages)
+    info["web_page_packages"] = _installed(lambda: web.vendor_files(web.VENDOR_FILES))
     return info
 
 
-def _installed(check: Callable[[], Any], fix: str) -> Dict[str, Any]:
+def _installed(check: Callable[[], Any]) -> Dict[str, Any]:
     try:
-        if check():
-            return {"installed": True}
-    except BackendUnavailable:
-        pass
-    return {"installed": False, "fix": fix}
+        check()
+    except MissingNodePackages as missing:
+        return {"installed": False, "fix": str(missing)}
+    return {"installed": True}
 
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
