@@ -127,19 +127,23 @@ def choice(record: dict, quality: str) -> Path:
     return Path(chosen["artifact"])
 
 
-def find(resolution: Resolution, downsample_ratio: Ratio = "auto", device: str = "auto") -> Tuple[Optional[dict], str]:
-    """(this machine's usable record for the size, or None; why there is none, for the log)."""
+def find(resolution: Resolution, downsample_ratio: Ratio = "auto", device: str = "auto"
+         ) -> Tuple[Optional[dict], str, dict]:
+    """(this machine's usable record for the size, or None; why there is none, for the log; the request of the
+    newest record for the size, made here before or on another fingerprint, that a re-tune repeats)."""
     ratio, device = resolve_ratio(resolution, downsample_ratio), resolve_device(device)
     key = fingerprint_key(fingerprint())
     record = read_record(record_path(key, resolution, ratio, device))
     if usable(record):
-        return record, ""
-    name = record_name(resolution, ratio, device)
+        return record, "", {}
     if record is not None:
-        return None, "an artifact it chose is gone"
-    if any(path.stem == name for path, _ in records()):
-        return None, "this machine changed since it was tuned (CPU, GPU, package versions or kernel settings)"
-    return None, "this machine has not been tuned at this size"
+        return None, "an artifact it chose is gone", record.get("request", {})
+    name = record_name(resolution, ratio, device)
+    stale = next((other for path, other in records() if path.stem == name), None)
+    if stale is not None:
+        return None, ("this machine changed since it was tuned (CPU, GPU, package versions or kernel settings): "
+                      "the same tune again"), stale.get("request", {})
+    return None, "this machine has not been tuned at this size", {}
 
 
 def resolve(model: str, resolution: Optional[Resolution], downsample_ratio: Ratio = "auto", device: str = "auto",
@@ -153,7 +157,7 @@ def resolve(model: str, resolution: Optional[Resolution], downsample_ratio: Rati
         raise UsageError(f"--model {model} picks the fastest artifact for an input size: give the size "
                          f"(Runtime.load('{model}', resolution=(width, height)))")
     resolution = (int(resolution[0]), int(resolution[1]))
-    record, why = find(resolution, downsample_ratio, device)
+    record, why, request = find(resolution, downsample_ratio, device)
     if record is None:
         size = f"{resolution[0]}x{resolution[1]}"
         if not tune:
@@ -162,7 +166,7 @@ def resolve(model: str, resolution: Optional[Resolution], downsample_ratio: Rati
         module, attribute = TUNER.split(":")
         tuner = getattr(importlib.import_module(module), attribute)
         record = tuner(resolution=resolution, downsample_ratio=resolve_ratio(resolution, downsample_ratio),
-                       device=resolve_device(device), **tune_options)
+                       device=resolve_device(device), **{**request, **tune_options})
     chosen = choice(record, quality)
     log.info("--model %s at %dx%d: %s", model, *resolution, chosen)
     return chosen

@@ -130,7 +130,7 @@ def bench(model, rows: List[Candidate], size: Tuple[int, int], ratio: float, dev
     finally:
         for runtime in runtimes.values():
             runtime.close()
-    official = next((rates[(r.name, r.precision)] for r in measured if r.peer and r.precision == "fp32"), None)
+    official = rates.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
     for row in measured:
         row.repeat_fps = rates[(row.name, row.precision)]
         row.fps = statistics.median(row.repeat_fps)
@@ -174,7 +174,8 @@ def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu"
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
     try:
-        if calibration is None:
+        calibration_given = calibration is not None
+        if not calibration_given:
             calibration = str(write_calibration_frames(work / "calibration", resolution))
             calibration_note = "the sample scene, mirrored and reversed"
         else:
@@ -189,6 +190,12 @@ def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu"
                   "fingerprint": facts, "key": key, "resolution": list(resolution), "downsample_ratio": ratio,
                   "device": device, "footage": str(Path(clip).resolve()) if clip else "the sample scene",
                   "calibration": calibration_note, "proof_frames": len(frames_compared),
+                  # what was asked, so a re-tune on a changed machine repeats this tune (rvm.tuning.resolve)
+                  "request": {"checkpoint": checkpoint, "clip": str(Path(clip).resolve()) if clip else None,
+                              "calibration": str(Path(calibration_note).resolve()) if calibration_given else None,
+                              "backends": list(backends) if backends else None,
+                              "precisions": list(precisions) if precisions else None, "frames": frames,
+                              "bench_frames": bench_frames, "repeats": repeats},
                   "bench": {"frames": bench_frames, "repeats": repeats, "pytorch_fps": pytorch_fps},
                   "candidates": [asdict(r) for r in rows + skipped], "choice": chosen}
         return install(record, work, path)
