@@ -43,8 +43,14 @@ def run(folder: Path, env: dict, *args, expect: int = 0) -> subprocess.Completed
 def user(tmp_path_factory):
     folder, cache = tmp_path_factory.mktemp("user"), tmp_path_factory.mktemp("cache")
     env = user_env(cache)
+    # what a tune killed by a signal leaves (its process gone), and the work of one still running (this process)
+    records = cache / "rvm" / "tune" / tuning.fingerprint_key(tuning.fingerprint())
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (int(exited.stdout), os.getpid()):
+        (records / f".320x192_r0.5_cpu-pid{pid}-x" / "artifacts").mkdir(parents=True)
     done = run(folder, env, *TUNE, "--plot", "speed.png")
-    return folder, cache, env, done
+    left = sorted(p.name for p in records.iterdir() if p.name.startswith("."))
+    return folder, cache, env, done, left
 
 
 def record_of(done) -> dict:
@@ -53,7 +59,7 @@ def record_of(done) -> dict:
 
 
 def test_tune_writes_record_table_and_plot(user):
-    folder, cache, env, done = user
+    folder, cache, env, done, _ = user
     record = record_of(done)
     assert Path(record["path"]).is_relative_to(cache / "rvm" / "tune")
     assert record["resolution"] == list(SIZE) and record["downsample_ratio"] == RATIO
@@ -78,7 +84,8 @@ def test_tune_writes_record_table_and_plot(user):
     for chosen in (fast, exact):  # kept beside the record; the rest deleted
         artifact = Path(chosen["artifact"])
         assert artifact.is_file() and artifact.parent == Path(record["path"]).with_suffix("")
-    assert not any(p.name.startswith(".") for p in Path(record["path"]).parent.iterdir()), "work folder left behind"
+    # the killed tune's work is removed, the running one's kept, and this tune left none of its own
+    assert user[4] == [f".320x192_r0.5_cpu-pid{os.getpid()}-x"]
     assert "| onnx static | int8 | ok |" in done.stdout and "auto:fast:" in done.stdout
     with Image.open(folder / "speed.png") as plot, Image.open(Path(record["path"]).with_suffix(".png")) as kept:
         assert plot.size == kept.size == tuner.PLOT_SIZE
@@ -86,13 +93,13 @@ def test_tune_writes_record_table_and_plot(user):
 
 
 def test_show_lists_the_record_as_this_machines(user):
-    folder, cache, env, done = user
+    folder, cache, env, done, _ = user
     shown = run(folder, env, "tune", "--show").stdout
     assert record_of(done)["path"] in shown and "(this machine;" in shown
 
 
 def test_convert_model_auto_uses_the_record(user):
-    folder, cache, env, done = user
+    folder, cache, env, done, _ = user
     record = record_of(done)
     for spec, quality in (("auto", "fast"), ("auto:exact", "exact")):
         converted = run(folder, env, "convert", "--model", spec, "--input-source", str(clip()), "--input-resize",
@@ -103,8 +110,24 @@ def test_convert_model_auto_uses_the_record(user):
     assert "tuning now" not in converted.stderr
 
 
+def test_batch_model_auto_uses_the_record_for_one_size(user, tmp_path):
+    folder, cache, env, done, _ = user
+    record = record_of(done)
+    from tests.conftest import CLIPS, need
+    a, b, narrow = (need(CLIPS / f"person_{name}.mp4") for name in ("a", "b", "narrow"))
+    batch = run(folder, env, "batch", str(a), str(b), "-o", str(tmp_path / "out"), "--model", "auto",
+                "--input-resize", "320", "192", "--downsample-ratio", "0.5", "--outputs", "alpha")
+    assert record["choice"]["fast"]["artifact"] in batch.stderr
+    assert (tmp_path / "out" / "person_a.alpha.mp4").is_file() and (tmp_path / "out" / "person_b.alpha.mp4").is_file()
+    # one batch runs one model: inputs of two sizes cannot share the artifact chosen for one
+    mixed = run(folder, env, "batch", str(a), str(narrow), "-o", str(tmp_path / "mixed"), "--model", "auto",
+                expect=2)
+    assert "2 sizes" in mixed.stderr and len(mixed.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
+
+
 def test_runtime_load_auto_and_retune_on_changed_fingerprint(user):
-    folder, cache, env, done = user
+    folder, cache, env, done, _ = user
     record = record_of(done)
     script = ("import json, sys\nfrom rvm import tuning\nfrom rvm.runtimes import load\n"
               "r = load(sys.argv[1], resolution=(320, 192), downsample_ratio=0.5)\n"
@@ -134,7 +157,7 @@ def test_runtime_load_auto_and_retune_on_changed_fingerprint(user):
 
 
 def test_bad_requests_fail_in_one_line(user, tmp_path):
-    folder, cache, env, done = user
+    folder, cache, env, done, _ = user
     for args, message in ((["tune"], "needs --resolution"),
                           (["tune", "--resolution", "320x192", "--backends", "nope"], "unknown backend"),
                           (["tune", "--resolution", "320x192", "--precisions", "int4"], "unknown precision"),

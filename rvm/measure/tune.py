@@ -172,7 +172,8 @@ def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu"
         raise UsageError("no candidate format can be exported and run here: see `rvm env`, and install the extras")
     frames_compared = proof_frames(clip, resolution, frames)
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
+    remove_abandoned_work(path.parent)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.stem}-pid{os.getpid()}-", dir=path.parent))
     try:
         calibration_given = calibration is not None
         if not calibration_given:
@@ -201,6 +202,20 @@ def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu"
         return install(record, work, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_abandoned_work(folder: Path) -> None:
+    """Work folders of tunes killed before they could clean up (their process is gone): a tune interrupted by a
+    signal leaves its exports behind, never a record."""
+    for work in folder.glob(".*-pid*-*"):
+        try:
+            pid = int(work.name.rsplit("-pid", 1)[1].split("-", 1)[0])
+            os.kill(pid, 0)  # raises when no such process exists
+        except ProcessLookupError:
+            log.info("removing %s, left by a tune that was killed", work)
+            shutil.rmtree(work, ignore_errors=True)
+        except (ValueError, IndexError, OSError):  # not ours, or a process we may not signal: still alive
+            continue
 
 
 def install(record: dict, work: Path, path: Path) -> dict:
