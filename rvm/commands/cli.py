@@ -71,6 +71,13 @@ _add_web = _module_verb(
     description="Write a self-contained folder: a page that mattes the camera or a local video in the browser with "
                 "the given TF.js and ONNX artifacts (TF.js on WebGPU, WebGL or wasm; onnxruntime-web on WebGPU or "
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
+_add_live = _module_verb(
+    "live",
+    help="matte a camera, stream or video file in real time to a virtual camera, a page (OBS), files or stdout",
+    description="Capture, matte and deliver in real time: capture, inference and each sink run on their own threads "
+                "with one-slot queues that keep the newest frame, so latency stays bounded when the model is slower "
+                "than the source (stale frames are dropped and counted). A lost camera or stream is reopened with "
+                "backoff; Ctrl+C closes every sink and finalises recordings.")
 
 
 _add_env = _module_verb(
@@ -84,7 +91,7 @@ _add_env = _module_verb(
 
 
 VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity,
-                         _add_web, _add_env]
+                         _add_web, _add_live, _add_env]
 
 
 def build_parser() -> argparse.ArgumentParser:
