@@ -109,24 +109,28 @@ def test_file_source_is_paced_at_its_frame_rate(clip):
 def test_delivered_alpha_matches_pytorch_over_the_frames_taken(clip, runtime):
     recorded, kept = Recorded(runtime), Kept()
     session = LiveSession(FileSource(clip, SIZE, fps=CAMERA_FPS), recorded, [kept], RATIO)
-    stats = run_until(session, lambda s: s["matted"] >= 20)  # 20 frames keep the PyTorch references short
-    assert stats["matted"] == len(recorded.inputs) >= 20
+    stats = run_until(session, lambda s: s["matted"] >= 12)  # 12 frames keep the PyTorch reference short
+    assert stats["matted"] == len(recorded.inputs) >= 12
     assert stats["captured"] - 1 <= stats["matted"] + stats["dropped"] <= stats["captured"]  # one may be in flight
-    model = dgf_model()
-    carried = pytorch_outputs(model, recorded.inputs, RATIO)
-    dropped = [pytorch_outputs(model, [src], RATIO)[0] for src in recorded.inputs]  # the state zeroed every frame
+    reference = pytorch_outputs(dgf_model(), recorded.inputs, RATIO)  # the state carried over the frames taken
+    runtime.reset()
+    state_zeroed = []  # what a live path that loses the state between frames would deliver
+    for src in recorded.inputs:
+        runtime.reset()
+        state_zeroed.append(runtime.run_nchw(src, RATIO))
     bounds = formats.get("onnx").tolerance("fp32")
 
-    def failures(reference):
-        pha = [np.abs(pha - reference[index][1]) for index, _, pha in kept.frames]
-        fgr = [np.abs(fgr - reference[index][0]) for index, fgr, _ in kept.frames]
+    def failures(delivered):
+        pha = [np.abs(pha - reference[index][1]) for index, _, pha in delivered]
+        fgr = [np.abs(fgr - reference[index][0]) for index, fgr, _ in delivered]
         return bounds.failures(max(e.max() for e in pha), max(e.max() for e in fgr),
                                float(np.mean([e.mean() for e in pha])), float(np.mean([e.mean() for e in fgr])))
 
-    assert len(kept.frames) >= 10 and [i for i, _, _ in kept.frames] == sorted({i for i, _, _ in kept.frames})
+    assert len(kept.frames) >= 8 and [i for i, _, _ in kept.frames] == sorted({i for i, _, _ in kept.frames})
     assert np.mean([pha.mean() for _, _, pha in kept.frames]) > 0.05, "the person must be matted"
-    assert failures(carried) == []
-    assert failures(dropped), "the bounds must reject a state dropped every frame"
+    assert failures(kept.frames) == []
+    broken = [(index, *state_zeroed[index]) for index, _, _ in kept.frames]
+    assert failures(broken), "the bounds must reject a state dropped every frame"
 
 
 def test_a_slow_model_drops_stale_frames_and_latency_stays_bounded(clip, runtime):
