@@ -178,7 +178,8 @@ def benchmark(args, stats_path) -> int:
     runtime = load_model(args)
     with open(os.devnull, "wb") as discard:
         try:
-            session = LiveSession(source, runtime, [RawSink(discard)], args.downsample_ratio, args.reconnect_seconds)
+            sinks = [RawSink(discard, announce=False)]
+            session = LiveSession(source, runtime, sinks, args.downsample_ratio, args.reconnect_seconds)
             snapshot = run_session(session, duration, stats_path, show_status=False)
         finally:
             runtime.close()

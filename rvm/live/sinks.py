@@ -134,15 +134,16 @@ class RawSink(LiveSink):
 
     name = "raw"
 
-    def __init__(self, stream: Optional[BinaryIO] = None):
-        self.stream = stream
+    def __init__(self, stream: Optional[BinaryIO] = None, announce: bool = True):
+        self.stream, self.announce = stream, announce
 
     def open(self, size: Size, fps: Fraction, session) -> None:
         super().open(size, fps, session)
         self.stream = self.stream or sys.stdout.buffer
-        print(f"raw RGBA {size[0]}x{size[1]} at {float(fps):g} fps on stdout: read it with "
-              f"ffmpeg -f rawvideo -pix_fmt rgba -video_size {size[0]}x{size[1]} -framerate {float(fps):g} -i -",
-              file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"raw RGBA {size[0]}x{size[1]} at {float(fps):g} fps on stdout: read it with "
+                  f"ffmpeg -f rawvideo -pix_fmt rgba -video_size {size[0]}x{size[1]} -framerate {float(fps):g} -i -",
+                  file=sys.stderr, flush=True)
 
     def write(self, matted: Matted) -> None:
         try:
