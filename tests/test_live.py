@@ -4,6 +4,7 @@ the state carried (within the ONNX fp32 bounds, which a state dropped every fram
 drops frames and keeps latency bounded; memory stays flat over 3,000 frames; a recording interrupted by Ctrl+C is
 finalised and playable; raw RGBA on stdout; sinks that cannot start fail in one line before capture.
 """
+import json
 import os
 import signal
 import socket
@@ -207,7 +208,6 @@ def test_ctrl_c_during_a_recording_leaves_playable_files(clip, onnx_model, tmp_p
 
 
 def _delivered(stats: Path) -> bool:
-    import json
     try:
         sinks = json.loads(stats.read_text())["sinks"]
     except (OSError, ValueError, KeyError):
@@ -242,3 +242,14 @@ def test_sinks_that_cannot_start_fail_in_one_line_before_capture(clip, onnx_mode
             assert process.returncode == 2 and message in lines[-1] and lines[-1].startswith("rvm: error:"), lines
             assert not any("source" in line for line in lines), lines  # nothing was captured
     assert (tmp_path / "taken.mp4").read_bytes() == b""
+
+
+def test_benchmark_prints_delivered_fps_drops_and_latency(clip, onnx_model, tmp_path):
+    process = rvm("--benchmark", "--input-source", clip, "--model", onnx_model, "--resolution", "160x96",
+                  "--downsample-ratio", "0.5", "--duration", "3", cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["size"] == "160x96" and result["source_fps"] == 30 and result["downsample_ratio"] == 0.5
+    assert result["delivered_fps"] > 0 and 0 <= result["dropped_share"] < 1
+    assert result["latency_ms_p50"] <= result["latency_ms_p95"]
