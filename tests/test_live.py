@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 
 from rvm import formats
-from rvm.exporters import export
-from rvm.formats import ExportOptions
 from rvm.live import FileSource, LiveSession, LiveSink, RawSink, RecordingSink
 from rvm.live.session import NewestSlot
 from rvm.media.video import read_frames, read_rgba
 from rvm.runtimes import load
 
-from .conftest import CLIPS, dgf_model, need, pytorch_outputs
+from .conftest import CLIPS, OFFICIAL_ONNX, dgf_model, need, pytorch_outputs
 
 SIZE, RATIO = (324, 184), 0.5  # person_a upscaled 2x, as export validation runs it
 CAMERA_FPS = 30
@@ -37,9 +35,10 @@ def clip():
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    return export(dgf_model(), "onnx", "fp32", tmp_path_factory.mktemp("live-model"),
-                  options=ExportOptions(validate=False))
+def onnx_model():
+    """The official fp32 ONNX download, read in place: the weights `dgf_model` holds came from it (no export to
+    wait for in each live test module)."""
+    return need(OFFICIAL_ONNX)
 
 
 @pytest.fixture

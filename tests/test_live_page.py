@@ -40,6 +40,10 @@ def test_the_page_shows_the_person_over_a_transparent_background(clip, onnx_mode
         try:
             url = sink.url
             assert url.startswith("http://127.0.0.1:")
+            request = urllib.request.Request(url + "ratio?value=0.4", method="POST")
+            with urllib.request.urlopen(request, timeout=10):
+                assert session.stats()["downsample_ratio"] == 0.4  # changed while running
+            session.set_ratio(RATIO)
             for path in ("etc/passwd", "../pyproject.toml", "index.html/..", "rvm/live/page.py"):
                 assert status(url + path) == 404, path
             with sync_playwright() as playwright:

@@ -152,6 +152,9 @@ def command(args) -> int:
         return benchmark(args, stats_path)
     source = open_live_source(args.input_source, args.resolution, args.fps, args.loop)
     sinks = build_sinks(args, source.name)
+    if not sinks:
+        raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-composition, "
+                         "--output-alpha, --output-foreground, --output-rgba, --raw-stdout")
     runtime = load_model(args)
     try:
         session = LiveSession(source, runtime, sinks, args.downsample_ratio, args.reconnect_seconds)

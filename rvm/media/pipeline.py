@@ -191,19 +191,25 @@ def _looping_video(path: Path, size: Tuple[int, int]) -> Iterator[np.ndarray]:
 
 # ---- the job ---------------------------------------------------------------------------------------
 
+def to_nchw(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 RGB HWC frames -> float32 [T,3,H,W] in 0..1."""
+    height, width, _ = frames[0].shape
+    src = torch.empty((len(frames), 3, height, width))
+    for slot, frame in zip(src, frames):
+        slot.copy_(torch.from_numpy(frame).permute(2, 0, 1))  # cast and layout change in one pass
+    src.mul_(1 / 255)  # 4x less CPU than stacking, permuting and dividing into new arrays at 1080p
+    return src.numpy()
+
+
 def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chunk: int) -> Iterator[Chunk]:
     """Group frames by `seq_chunk` and convert them to float NCHW once, with their backgrounds."""
     frames = []
 
     def chunk() -> Chunk:
-        height, width, _ = frames[0].shape
-        src = torch.empty((len(frames), 3, height, width))
-        for slot, frame in zip(src, frames):
-            slot.copy_(torch.from_numpy(frame).permute(2, 0, 1))  # cast and layout change in one pass
-        src.mul_(1 / 255)  # 4x less CPU than stacking, permuting and dividing into new arrays at 1080p
         background = None if backgrounds is None else np.concatenate([next(backgrounds) for _ in frames])
+        src = to_nchw(frames)
         frames.clear()
-        return Chunk(src.numpy(), background)
+        return Chunk(src, background)
 
     for frame in source:
         frames.append(frame)
