@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -133,13 +134,20 @@ def test_delivered_alpha_matches_pytorch_over_the_frames_taken(clip, runtime):
     assert failures(broken), "the bounds must reject a state dropped every frame"
 
 
-def test_a_slow_model_drops_stale_frames_and_latency_stays_bounded(clip, runtime):
+def test_a_slow_model_drops_stale_frames_and_latency_stays_bounded(clip, runtime, tmp_path):
     delay = 0.1  # a model at under 10 fps behind a 30 fps camera
-    kept = Kept()
-    session = LiveSession(FileSource(clip, (160, 96), fps=CAMERA_FPS, loop=True), Recorded(runtime, delay), [kept],
-                          RATIO)
+    kept, recording = Kept(), RecordingSink(tmp_path / "alpha.mp4", "alpha")
+    session = LiveSession(FileSource(clip, (160, 96), fps=CAMERA_FPS, loop=True), Recorded(runtime, delay),
+                          [kept, recording], RATIO)
     stats = run_until(session, lambda s: s["matted"] >= 25)
     assert stats["dropped"] >= stats["matted"]  # about two of every three frames never reach the model
+    # the recording keeps real time: its frames are stamped with their capture times, gaps where frames dropped
+    with av.open(str(tmp_path / "alpha.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        seconds = float(container.duration) / av.time_base
+    assert frames == stats["sinks"]["recording-alpha"]["delivered"]
+    assert seconds >= 2 * frames / CAMERA_FPS, (seconds, frames)
     # a queue would grow by 2 frames per matted one (> 1 s behind by now); one slot per stage keeps it at about
     # capture interval + model time + sink time
     assert stats["latency_ms_p95"] < 1000 * (2 * delay + 3 / CAMERA_FPS + 0.2), stats
@@ -252,3 +260,19 @@ def test_benchmark_prints_delivered_fps_drops_and_latency(clip, onnx_model, tmp_
     assert result["size"] == "160x96" and result["source_fps"] == 30 and result["downsample_ratio"] == 0.5
     assert result["delivered_fps"] > 0 and 0 <= result["dropped_share"] < 1
     assert result["latency_ms_p50"] <= result["latency_ms_p95"]
+
+
+def test_cameras_and_streams_map_to_ffmpeg_inputs():
+    """What `--input-source` opens on each system (no camera here: the mapping is what can be checked)."""
+    from rvm.errors import UsageError
+    from rvm.live.sources import capture_input
+    assert capture_input("0", "Linux") == ("/dev/video0", "v4l2")
+    assert capture_input("/dev/video2", "Linux") == ("/dev/video2", "v4l2")
+    assert capture_input("1", "Darwin") == ("1:none", "avfoundation")
+    assert capture_input("video=Integrated Camera", "Windows") == ("video=Integrated Camera", "dshow")
+    for url in ("rtsp://cam.local/stream", "http://127.0.0.1:8080/video", "udp://0.0.0.0:5000", "srt://host:9000"):
+        assert capture_input(url, "Linux") == (url, None)
+    with pytest.raises(UsageError, match="DirectShow opens cameras by name"):
+        capture_input("0", "Windows")
+    with pytest.raises(UsageError, match="neither a camera"):
+        capture_input("missing.mp4", "Linux")

@@ -111,10 +111,16 @@ class RecordingSink(LiveSink):
         if self.backdrop is not None:
             self.backdrop.open(size)
         self._sink = VideoSink(self.path, fps, size, alpha=self.kind == "rgba", overwrite=self.overwrite)
+        self._fps, self._started, self._pts = float(self._sink.fps), None, -1
 
     def write(self, matted: Matted) -> None:
         chunk = matted.chunk if self.backdrop is None else self.backdrop.behind(matted.chunk)
-        self._sink.write(rendered(self.kind, chunk, self.size))
+        # time stamps from the capture times: frames dropped upstream leave gaps, and the file plays in real time
+        if self._started is None:
+            self._started = matted.captured
+        pts = max(self._pts + 1, round((matted.captured - self._started) * self._fps))
+        self._sink.write(rendered(self.kind, chunk, self.size), pts)
+        self._pts = pts
 
     def close(self) -> None:
         if self._sink is not None:
