@@ -17,7 +17,7 @@ import torch
 
 from rvm.errors import RVMError, UsageError, VideoError
 from rvm.live.sinks import LiveSink, Matted
-from rvm.live.sources import LiveSource
+from rvm.live.sources import LiveSource, open_live_source
 from rvm.live.stats import LiveStats
 from rvm.media.pipeline import Chunk, check_runtime_fits, to_nchw
 
@@ -292,7 +292,6 @@ class LiveSession:
 def live(source, runtime, sinks: Sequence[LiveSink], downsample_ratio="auto", reconnect_s: float = 10.0,
          size=None, fps=None, loop: bool = False) -> LiveSession:
     """A started `LiveSession`: `source` a camera index, device, URL or video file (or a `LiveSource`)."""
-    from rvm.live.sources import open_live_source
     if not isinstance(source, LiveSource):
         source = open_live_source(source, size, fps, loop)
     return LiveSession(source, runtime, sinks, downsample_ratio, reconnect_s).start()
