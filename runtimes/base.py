@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from rvm import formats
+from rvm import formats, tuning
 from rvm.contracts import auto_downsample_ratio
 from rvm.errors import ArtifactError, ResolutionChangedError, UsageError
 from rvm.metadata import METADATA_FILE, PRODUCER, ArtifactMetadata
@@ -233,9 +233,15 @@ def _format_of_metadata(folder: Path) -> Optional[formats.Format]:
     return formats.FORMATS.get(name) if isinstance(name, str) else None
 
 
-def load(path, device: str = "auto", **options) -> Runtime:
+def load(path, device: str = "auto", resolution: Optional[Tuple[int, int]] = None, **options) -> Runtime:
     """The runtime for `path`: a registered format's (an artifact it cannot load raises ArtifactError, see
-    `Format.load`), or PyTorch eager for a checkpoint (CheckpointError)."""
+    `Format.load`), or PyTorch eager for a checkpoint (CheckpointError).
+
+    `path` may also be `auto`, `auto:fast` or `auto:exact` with `resolution=(width, height)`: the artifact this
+    machine's tuning record chose for that size and quality class (`rvm.tuning`; `downsample_ratio` in `options`
+    picks the record, auto by default), tuned first, once, when there is none."""
+    if tuning.parse_auto(path) is not None:
+        path = tuning.resolve(path, resolution, options.get("downsample_ratio", "auto"), device)
     entry = formats.detect(Path(path))
     if entry is not None:
         return entry.load(path, device=device, **options)

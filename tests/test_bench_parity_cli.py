@@ -22,6 +22,18 @@ def test_bench_json_reports_every_section(capsys):
             row = rows[(name, precision, resolution)]
             assert row["fps"] > 0 and row["ratio_to_pytorch"] > 0
         assert result["summary"][resolution]["our_onnx_fp32_over_official"] > 0
+    # rows are proven at the first resolution, and the summary gives the two speeds over the official download
+    for name, precision in (("onnx", "fp32"), ("onnx (official download)", "fp32"), ("torchscript", "fp32")):
+        assert rows[(name, precision, "160x96")]["proven"] is True and rows[(name, precision, "160x96")]["mad"] < 0.01
+        assert rows[(name, precision, "192x108")]["proven"] is None
+    summary = result["summary"]["160x96"]
+    for quality in ("proven", "exact"):
+        name, precision = summary[f"fastest_{quality}"].rsplit(" ", 1)
+        assert "official" not in name and rows[(name, precision, "160x96")]["proven"]
+        assert summary[f"fastest_{quality}_over_official"] > 0
+    assert rows[(*summary["fastest_exact"].rsplit(" ", 1), "160x96")]["mad"] <= 0.1
+    assert "fastest_proven_over_official" not in result["summary"]["192x108"] or \
+        result["summary"]["192x108"]["fastest_proven_over_official"] is None
     conversion = result["conversion"]
     assert conversion and all(c["frames"] == 6 and c["pipelined_fps"] > 0 and c["sequential_fps"] > 0
                               and c["plain_fps"] > 0 and c["speedup"] > 0 and c["speedup_over_sequential"] > 0
@@ -71,3 +83,19 @@ def test_peak_memory_of_a_spawned_child_is_its_own():
     child.join()
     assert child.exitcode == 0
     assert queue.get() < peak_rss_mib() - 300 and ballast.sum() > 0
+
+
+def test_bench_proof_rejects_a_row_with_its_state_zeroed(model, frames):
+    """The proof behind `fastest_proven`: a runtime that loses its state every frame is not proven."""
+    from rvm import formats
+    from rvm.measure.bench import REFERENCE, prove_rows
+    from rvm.runtimes.pytorch import PyTorchRuntime
+
+    from .artifact_helpers import StateZeroedEveryFrame
+    entry = formats.get("torchscript")
+    runtimes = {REFERENCE: PyTorchRuntime(model, device="cpu"), ("torchscript", "fp32"): PyTorchRuntime(model),
+                ("broken", "fp32"): StateZeroedEveryFrame(PyTorchRuntime(model))}
+    proofs = prove_rows(model, runtimes, {key: entry for key in runtimes}, frames[:12], 0.5, scene=False)
+    assert proofs[("torchscript", "fp32")][0] is True and proofs[("torchscript", "fp32")][1] < 1e-6
+    proven, mad, reason = proofs[("broken", "fp32")]
+    assert proven is False and mad > 0.1 and "alpha" in reason

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from rvm import formats
+from rvm import formats, machine
 from rvm.commands import env
 
 RVM = Path(sys.executable).parent / "rvm"
@@ -39,7 +39,7 @@ def test_json_report(tmp_path):
     assert report["torch"]["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(report["cpu"]["flags"], list)
     assert "node" in report and "version" in report["node"]
-    for name in env.package_names():
+    for name in machine.package_names():
         assert "version" in report["packages"][name], name
     assert report["rvm_toolkit"]["version"] == env.__version__
     assert "RVM_CHECKPOINT_DIR" not in report["environment"]

@@ -6,7 +6,17 @@ import pytest
 
 from rvm.commands.cli import main
 from rvm.exporters import ExportOptions, export
-from rvm.measure.profile import BLOCKS, OTHER, block_of_node, onnx_profile, pytorch_profile
+from rvm.measure.profile import (
+    BLOCKS,
+    OTHER,
+    Peak,
+    Work,
+    block_of_node,
+    block_work,
+    machine_peak,
+    onnx_profile,
+    pytorch_profile,
+)
 
 from .conftest import DGF_WEIGHTS, need
 
@@ -59,13 +69,41 @@ def test_block_of_node(name, block):
     assert block_of_node(name) == block
 
 
+def test_block_work_scales_as_the_network_does(model):
+    """FLOPs of the low-resolution blocks follow the downsampled size, the refiner's bytes the full frame."""
+    small, large = block_work(model, (320, 192), 0.5), block_work(model, (640, 384), 0.25)
+    for block in BLOCKS:
+        if block != "refiner":  # same downsampled size (160x96) in both: the same work
+            assert large[block].gflops == pytest.approx(small[block].gflops, rel=0.02), block
+            assert large[block].mbytes == pytest.approx(small[block].mbytes, rel=0.05), block
+    assert large["refiner"].mbytes > 1.5 * small["refiner"].mbytes  # its last steps run on the full frame
+    assert all(small[block].gflops > 0 and small[block].mbytes > 0 for block in BLOCKS)
+    assert small["backbone"].gflops > 5 * small["refiner"].gflops  # the refiner moves bytes, it barely computes
+    assert small["refiner"].mbytes / small["refiner"].gflops > 4 * small["backbone"].mbytes / small["backbone"].gflops
+
+
+def test_machine_peak_and_roofline():
+    peak = machine_peak(repeats=2)
+    assert 1 < peak.gflops < 1e5 and 0.5 < peak.gbytes < 1e4
+    slow_memory = Peak(gflops=100.0, gbytes=1.0)  # the roofline is the binding one of compute and bandwidth
+    work = Work(gflops=1.0, mbytes=100.0)
+    assert work.ceiling_ms(slow_memory) == pytest.approx(100.0)  # 100 MB at 1 GB/s
+    assert work.ceiling_ms(Peak(gflops=10.0, gbytes=1000.0)) == pytest.approx(100.0)  # 1 GFLOP at 10 GFLOP/s
+
+
 def test_cli_profiles_an_artifact(artifacts, capsys):
     argv = ["profile", str(artifacts["dynamic"]), "--checkpoint", str(need(DGF_WEIGHTS)),
             "--resolution", "x".join(map(str, SIZE)), "--downsample-ratio", str(RATIO), "--frames", "1", "--json"]
     assert main(argv) == 0
-    rows = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
+    rows = report["profiles"]
     assert [row["name"].split(" ")[0] for row in rows] == ["pytorch", artifacts["dynamic"].name]
     assert all(set(row["block_ms"]) == {*BLOCKS, OTHER} and row["frame_ms"] > 0 for row in rows)
+    assert report["peak"]["gflops"] > 0 and report["peak"]["gbytes"] > 0
+    assert set(report["work"]) == set(report["ceiling_ms"]) == {*BLOCKS, OTHER}
+    for row in rows:  # above 1 where a small frame's block works from cache, faster than memory copies run
+        assert set(row["share_of_peak"]) == {*BLOCKS, OTHER}
+        assert all(0 < row["share_of_peak"][block] < 100 for block in BLOCKS), row["share_of_peak"]
 
 
 @pytest.mark.parametrize("artifact, problem", [("model.tflite", "reads ONNX files"), ("missing.onnx", "no such file")])

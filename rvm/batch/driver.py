@@ -20,12 +20,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from rvm import tuning
 from rvm.batch.jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
 from rvm.batch.workers import PROGRESS_EVERY_S, Pool, local_pool
 from rvm.formats import IMAGE_SUFFIXES
@@ -220,16 +221,41 @@ def check_output_dir(output_dir: Path) -> None:
 
 
 def resolve_model(model: Optional[str]) -> str:
-    """An existing artifact path (absolute), or a known checkpoint name fetched once here, not in every worker."""
+    """An existing artifact path (absolute), or a known checkpoint name fetched once here, not in every worker;
+    `auto` models are kept as they are (`resolve_auto` picks the artifact once the inputs' size is known)."""
     from rvm.checkpoints import DEFAULT_CHECKPOINT, fetch
     from rvm.runtimes import runtime_class
     model = model or DEFAULT_CHECKPOINT
+    if tuning.parse_auto(model) is not None:
+        return model
     if Path(model).exists():
         runtime_class(model)  # an artifact no backend runs, or whose extra is missing, fails now, not in every worker
         return str(Path(model).absolute())
     if Path(model).suffix or os.sep in model:
         raise BatchError(f"model {model} does not exist: pass an artifact path or a checkpoint name")
     return str(fetch(model)[0])
+
+
+def resolve_auto(jobs: List[Job], device: str) -> List[Job]:
+    """With `--model auto[:exact|:fast]`, the jobs run the artifact this machine's tuning record chose for their
+    input size (tuned here, once, when there is none). One batch runs one model, so its inputs share one size."""
+    from rvm.media.video import open_source
+    if not jobs or tuning.parse_auto(jobs[0].model) is None:
+        return jobs
+    sizes = {}
+    for job in jobs:
+        with open_source(job.input, job.options.get("input_resize")) as source:
+            sizes.setdefault(tuple(source.size), job.name)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{name} {w}x{h}" for (w, h), name in sizes.items())
+        raise BatchError(f"--model {jobs[0].model} picks one artifact for one input size, but the inputs have "
+                         f"{len(sizes)} sizes ({listed}): batch each size apart, or pass --input-resize W H")
+    ratios = {job.options.get("downsample_ratio", "auto") for job in jobs}
+    if len(ratios) > 1:
+        raise BatchError(f"--model {jobs[0].model} picks one artifact for one downsample ratio, but the manifest "
+                         f"asks for {len(ratios)}: batch each ratio apart")
+    path = tuning.resolve(jobs[0].model, next(iter(sizes)), ratios.pop(), device)
+    return [replace(job, model=str(path)) for job in jobs]
 
 
 def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs: Sequence[str] = ("composition",),
@@ -255,8 +281,8 @@ def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, out
     output_dir = Path(output_dir).absolute()
     check_output_dir(output_dir)
     segment_frames = DEFAULT_SEGMENT_FRAMES if segment_frames is None else segment_frames
-    jobs = plan_jobs(inputs, output_dir, manifest, outputs, output_type, video_format, rgba_format, options,
-                     resolve_model(model), segment_frames)
+    jobs = resolve_auto(plan_jobs(inputs, output_dir, manifest, outputs, output_type, video_format, rgba_format,
+                                  options, resolve_model(model), segment_frames), device)
     ledger = Ledger(ledger_path(output_dir))
     todo = [job for job in jobs if ledger.state(job) != "done"]
     if not overwrite:

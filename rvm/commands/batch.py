@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_output_options
+from rvm.commands.options import add_model, add_output_options
 
 
 def add_arguments(parser) -> None:
@@ -15,8 +15,7 @@ def add_arguments(parser) -> None:
                         f"({', '.join(OUTPUT_KINDS)}), per-job options (output_type, background, downsample_ratio, "
                         "input_resize, output_video_mbps, seq_chunk)")
     parser.add_argument("-o", "--output-dir", required=True, help="where outputs, the ledger and the summary go")
-    parser.add_argument("--model", metavar="ARTIFACT",
-                        help=f"any artifact or checkpoint (default {DEFAULT_CHECKPOINT})")
+    add_model(parser, f" (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto: a GPU per worker if any)")
     out = parser.add_argument_group("outputs (as rvm convert)")
     out.add_argument("--outputs", default="composition", metavar="KIND[,KIND]",

@@ -1,7 +1,7 @@
 """`rvm bench`: its arguments and how it runs; the work is `rvm.measure.bench`."""
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, add_resolution, parse_backends
-from rvm.measure.bench import DEFAULT_BACKENDS, parse_resolutions, run_bench, to_markdown
+from rvm.measure.bench import DEFAULT_BACKENDS, PROOF_FRAMES, parse_resolutions, run_bench, to_markdown
 
 
 def add_arguments(parser) -> None:
@@ -23,6 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", metavar="PATH",
                         help="int8 rows: calibration clip or frame folder (several joined by commas); without it those "
                              "rows are reported unavailable")
+    parser.add_argument("--clip", metavar="VIDEO", help="footage each row is proven on against PyTorch (default: "
+                                                        "the sample scene, with its bounds)")
+    parser.add_argument("--proof-frames", type=int, default=PROOF_FRAMES,
+                        help="recurrent frames each row is proven over; 0 skips the proof (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
 
@@ -34,6 +38,6 @@ def command(args) -> int:
     memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
     result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
                        args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       args.e2e_repeats, args.calibration)
+                       args.e2e_repeats, args.calibration, args.clip, args.proof_frames)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

@@ -71,6 +71,15 @@ _add_web = _module_verb(
     description="Write a self-contained folder: a page that mattes the camera or a local video in the browser with "
                 "the given TF.js and ONNX artifacts (TF.js on WebGPU, WebGL or wasm; onnxruntime-web on WebGPU or "
                 "wasm), with its engines copied in, so it needs no network. --serve serves it on 127.0.0.1.")
+_add_tune = _module_verb(
+    "tune",
+    help="find the fastest proven artifact for this machine and input size (what --model auto uses)",
+    description="Export every format and precision this machine can run (static where offered), prove each "
+                "against PyTorch fp32 on your clip or the sample scene, bench them side by side with PyTorch eager "
+                "and the official ONNX download, and write a tuning record (per quality class: exact, fast) and a "
+                "speed-against-MAD plot into the user cache. --model auto[:exact|:fast] reads it.")
+
+
 _add_live = _module_verb(
     "live",
     help="matte a camera, stream or video file in real time to a virtual camera, a page (OBS), files or stdout",
@@ -91,7 +100,7 @@ _add_env = _module_verb(
 
 
 VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity,
-                         _add_web, _add_live, _add_env]
+                         _add_web, _add_tune, _add_live, _add_env]
 
 
 def build_parser() -> argparse.ArgumentParser:

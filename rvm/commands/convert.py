@@ -1,6 +1,7 @@
 """`rvm convert`: matte a video or an image folder; accepts the official RVM inference.py's flags unchanged."""
+from rvm import tuning
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_output_options
+from rvm.commands.options import add_model, add_output_options
 from rvm.errors import UsageError
 
 
@@ -8,7 +9,7 @@ def add_arguments(parser) -> None:
     model = parser.add_argument_group("model (the official flags, or --model for any exported artifact)")
     model.add_argument("--variant", choices=["mobilenetv3", "resnet50"], help="backbone; inferred from the checkpoint")
     model.add_argument("--checkpoint", help=f"PyTorch checkpoint path or known name (default {DEFAULT_CHECKPOINT})")
-    model.add_argument("--model", metavar="ARTIFACT", help="any artifact: .onnx, .torchscript, SavedModel folder, ...")
+    add_model(model)
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     io = parser.add_argument_group("input and outputs")
     io.add_argument("--input-source", required=True, help="video file or folder of images")
@@ -33,7 +34,13 @@ def command(args) -> int:
     runtime = None
     if args.model:
         from rvm.runtimes import load
-        runtime = load(args.model, device=args.device)
+        model = args.model
+        if tuning.parse_auto(model) is not None:  # the tuning record's choice for this input's size
+            from rvm.media.video import open_source
+            with open_source(args.input_source, args.input_resize) as source:
+                size = source.size
+            model = tuning.resolve(model, size, args.downsample_ratio, args.device)
+        runtime = load(model, device=args.device)
     try:
         summary = convert_video(
             args.input_source, runtime=runtime, checkpoint=args.checkpoint, variant=args.variant, device=args.device,

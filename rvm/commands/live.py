@@ -9,8 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+from rvm import tuning
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_ratio, add_resolution
+from rvm.commands.options import add_model, add_ratio, add_resolution
 from rvm.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def add_arguments(parser) -> None:
                         help="how long to keep reopening a lost camera or stream before giving up "
                              "(default %(default)s)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", metavar="ARTIFACT", help="any exported artifact (.onnx, OpenVINO .xml, ...)")
+    add_model(model)
     model.add_argument("--checkpoint", help=f"PyTorch checkpoint path or known name (default {DEFAULT_CHECKPOINT})")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     model.add_argument("--threads", type=int, help="inference threads (default: the runtime's default)")
@@ -62,12 +63,21 @@ def add_arguments(parser) -> None:
                           "sink that renders RGBA; prints delivered fps, dropped share and latency p50/p95")
 
 
-def load_model(args):
-    """The runtime `rvm convert` would run: --model (any artifact) or --checkpoint (PyTorch eager)."""
+def load_model(args, source):
+    """The runtime `rvm convert` would run: --model (any artifact, or auto: the tuning record's choice for the
+    source's size) or --checkpoint (PyTorch eager)."""
     from rvm.runtimes import load
     if args.model and args.checkpoint:
         raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
-    return load(args.model or args.checkpoint or DEFAULT_CHECKPOINT, device=args.device, threads=args.threads)
+    model = args.model or args.checkpoint or DEFAULT_CHECKPOINT
+    if tuning.parse_auto(model) is not None:
+        size = args.resolution
+        if size is None:  # what the camera gives unasked: open it once to see
+            source.open()
+            size = source.size
+            source.close()
+        model = tuning.resolve(model, size, args.downsample_ratio, args.device)
+    return load(model, device=args.device, threads=args.threads)
 
 
 def build_sinks(args, source_name: str):
@@ -155,7 +165,7 @@ def command(args) -> int:
     if not sinks:
         raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-composition, "
                          "--output-alpha, --output-foreground, --output-rgba, --raw-stdout")
-    runtime = load_model(args)
+    runtime = load_model(args, source)
     try:
         session = LiveSession(source, runtime, sinks, args.downsample_ratio, args.reconnect_seconds)
         snapshot = run_session(session, args.duration, stats_path, show_status=True)
@@ -178,7 +188,7 @@ def benchmark(args, stats_path) -> int:
     if not isinstance(source, FileSource):
         raise UsageError(f"--benchmark plays a video file, not a camera or stream: {clip}")
     duration = args.duration or 20.0
-    runtime = load_model(args)
+    runtime = load_model(args, source)
     with open(os.devnull, "wb") as discard:
         try:
             sinks = [RawSink(discard, announce=False)]

@@ -72,6 +72,15 @@ def add_output_options(group, overwrite_help: str = "replace outputs that exist"
     group.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
+def add_model(parser, default_note: str = "") -> argparse.Action:
+    """`--model`: an artifact or checkpoint, or `auto[:fast|:exact]` (the tuning record's choice, `rvm.tuning`)."""
+    return parser.add_argument(
+        "--model", metavar="ARTIFACT|auto",
+        help="an exported artifact (.onnx, SavedModel folder, ...) or a checkpoint; or auto, auto:fast, auto:exact: "
+             "the fastest artifact `rvm tune` proved on this machine for the input's size, tuned first if there is "
+             "none" + default_note)
+
+
 def add_checkpoint(parser, help: str = "checkpoint name or path (default %(default)s)") -> argparse.Action:
     return parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help=help)
 

@@ -1,6 +1,5 @@
 """`rvm profile`: its arguments and how it runs; the work is `rvm.measure.profile`."""
 import json
-from dataclasses import asdict
 
 from rvm.commands.options import add_checkpoint, add_ratio, add_resolution
 from rvm.errors import UsageError
@@ -27,7 +26,6 @@ def command(args) -> int:
         raise UsageError(f"--frames must be at least 1, got {args.frames}")
     for path in args.artifacts:  # refuse a wrong artifact before minutes of profiling
         onnx_file(path)
-    profiles = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.downsample_ratio, args.frames)
-    print(json.dumps([asdict(p) for p in profiles], indent=2) if args.json else
-          to_markdown(profiles, sizes[0], args.downsample_ratio))
+    report = run_profiles(load_model(args.checkpoint), args.artifacts, sizes[0], args.downsample_ratio, args.frames)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else to_markdown(report))
     return 0

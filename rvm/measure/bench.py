@@ -1,6 +1,8 @@
 """`rvm bench`: tensor throughput, end-to-end conversion throughput and peak memory per backend, each as a
 ratio to PyTorch eager fp32 measured in the same run. Ratios, not absolute numbers, are what carry across
-noisy machines.
+noisy machines. Every row is also proven against PyTorch within its registered bounds, so the summary can give the
+speed of what a user may deploy over what they would run instead: the fastest proven artifact, and the fastest
+`exact` one (alpha MAD at most `rvm.tuning.EXACT_MAD`), each over the official ONNX download in the same run.
 """
 import logging
 import multiprocessing
@@ -18,10 +20,12 @@ import numpy as np
 
 from rvm import formats
 from rvm.errors import BackendError, UsageError, one_line
+from rvm.tuning import EXACT_MAD
 
 log = logging.getLogger(__name__)
 
 REFERENCE = ("pytorch", "fp32")  # every ratio is to PyTorch eager fp32, measured in the same run
+PROOF_FRAMES = 8  # recurrent frames each row is proven over (at the first resolution)
 DEFAULT_BACKENDS = ("pytorch", *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
 
 
@@ -37,6 +41,9 @@ class TensorResult:
     status: str = "ok"
     reason: str = ""
     repeat_fps: List[float] = field(default_factory=list)  # one per repeat, in the order they were taken
+    # proven against PyTorch fp32 within the row's registered bounds (at the first resolution), and its alpha MAD
+    proven: Optional[bool] = None
+    mad: Optional[float] = None
 
 
 @dataclass
@@ -166,6 +173,21 @@ def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: floa
     for runtime in runtimes.values():
         runtime.close()
     return [{**options, "fps": statistics.median(rates[i])} for i, options in enumerate(settings)]
+
+
+def prove_rows(model, runtimes: dict, entries: dict, frames: Sequence[np.ndarray], ratio: float,
+               scene: bool) -> dict:
+    """key -> (within the row's registered bounds, alpha MAD, what exceeded them), every row against PyTorch eager
+    fp32 (`runtimes[REFERENCE]`) over `frames` with the state carried (`rvm.compare`)."""
+    from rvm.compare import compare
+    proofs = {}
+    for key, runtime in runtimes.items():
+        if key == REFERENCE:
+            continue
+        result = compare(runtimes[REFERENCE], runtime, frames, ratio)
+        problems = result.failures(entries[key].tolerance(key[1], model.refiner_name, scene=scene))
+        proofs[key] = (not problems, result.metrics.mad, "; ".join(problems))
+    return proofs
 
 
 def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
@@ -308,9 +330,12 @@ def cpu_model() -> str:
 
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
-              calibration: Optional[str] = None) -> dict:
-    """Static formats are exported for the first resolution and measured there only."""
+              calibration: Optional[str] = None, clip=None, proof_frames: int = PROOF_FRAMES) -> dict:
+    """Static formats are exported for the first resolution and measured there only. Rows are proven at the first
+    resolution over `proof_frames` of `clip` (else `$RVM_VALIDATION_CLIP`, else the sample scene and its bounds);
+    0 skips the proof."""
     from rvm.contracts import auto_downsample_ratio
+    from rvm.media.samples import default_clip, validation_frames
     targets = formats.targets([b for b in backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
@@ -326,6 +351,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             except Exception as error:
                 tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", ratios[(w, h)], device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
+        proofs = {}
+        if proof_frames:
+            clip = clip or default_clip()
+            log.info("proving %d rows against PyTorch on %s", len(runtimes) - 1, clip or "the sample scene")
+            proofs = prove_rows(model, runtimes, entries, validation_frames(proof_frames, clip, resolutions[0]),
+                                ratios[resolutions[0]], scene=clip is None)
         for width, height in resolutions:
             r = ratios[(width, height)]
             src = sample_frame(width, height)
@@ -336,10 +367,12 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
             baseline = rates.get(REFERENCE)
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
+                first = (width, height) == resolutions[0]  # where the rows were proven
+                proven, mad, reason = proofs.get((name, precision), (None, None, "")) if first else (None, None, "")
                 tensor_rows.append(TensorResult(name, precision, f"{width}x{height}", r,
                                                 runtimes[(name, precision)].info.device, statistics.median(values),
                                                 median_ratio(values, baseline) if baseline else None,
-                                                repeat_fps=values))
+                                                reason=reason, repeat_fps=values, proven=proven, mad=mad))
         # the settings sweep, end to end and memory at the first resolution
         width, height = resolutions[0]
         r = ratios[(width, height)]
@@ -392,6 +425,15 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         summary[resolution] = {"fastest": f"{fastest.name} {fastest.precision}",
                                "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch}
         by_key = {(t.name, t.precision): t for t in rows}
+        official = by_key.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
+        peers = {peer.name for peer in formats.PEERS}
+        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE]
+        for quality, eligible in (("proven", ours),
+                                  ("exact", [t for t in ours if t.mad is not None and t.mad <= EXACT_MAD])):
+            best = max(eligible, key=lambda t: t.fps, default=None)
+            summary[resolution][f"fastest_{quality}"] = f"{best.name} {best.precision}" if best else None
+            summary[resolution][f"fastest_{quality}_over_official"] = \
+                median_ratio(best.repeat_fps, official.repeat_fps) if best and official else None
         for peer in formats.PEERS:  # our export of the same format and precision over the official download
             ours, theirs = by_key.get((peer.format, peer.precision)), by_key.get((peer.name, peer.precision))
             # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
@@ -409,13 +451,21 @@ def to_markdown(result: dict) -> str:
     lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; torch "
              f"{machine['torch']}, onnxruntime {machine['onnxruntime']}, tensorflow {machine['tensorflow']}",
              "", "Tensor throughput (batch 1, recurrent state carried, median of repeats):", "",
-             "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | proven | alpha MAD "
+             "| note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in result["tensor"]:
         fps = f"{t['fps']:.2f}" if t["fps"] else ""
         ratio = f"{t['ratio_to_pytorch']:.2f}" if t["ratio_to_pytorch"] else ""
+        proven = {True: "yes", False: "no", None: ""}[t["proven"]]
+        mad = "" if t["mad"] is None else f"{t['mad']:.3g}"
         lines.append(f"| {t['name']} | {t['precision']} | {t['resolution']} | {t['downsample_ratio']:g} | "
-                     f"{t['device']} | {fps} | {ratio} | {t['reason']} |")
+                     f"{t['device']} | {fps} | {ratio} | {proven} | {mad} | {t['reason']} |")
+    for resolution, summary in result["summary"].items():
+        for quality in ("proven", "exact"):
+            if summary.get(f"fastest_{quality}_over_official"):
+                lines.append(f"\nAt {resolution}, the fastest {quality} artifact ({summary[f'fastest_{quality}']}) "
+                             f"runs {summary[f'fastest_{quality}_over_official']:.2f}x the official ONNX download"
+                             + (f" (exact: alpha MAD <= {EXACT_MAD})" if quality == "exact" else ""))
     if result["conversion"]:
         lines += ["", "End-to-end conversion (H.264 in; composition + alpha H.264 out). Plain: an official-style "
                       "loop; sequential: our conversion with the overlap off; pipelined: our conversion:", "",

@@ -61,10 +61,14 @@ def peer_path(peer: formats.Peer, model) -> Path:
 
 
 def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, targets: Sequence[formats.Target] = None,
-               folder=None, reference_row: bool = True, calibration: Optional[str] = None) -> List[ParityRow]:
+               folder=None, reference_row: bool = True, calibration: Optional[str] = None,
+               scene: bool = False, device: str = "cpu") -> List[ParityRow]:
     """Compare each target with PyTorch fp32 (`model`) over `frames` (uint8 HWC). Artifacts are exported into
     `folder` and kept there when one is given, else into a temporary folder. Precisions that need calibration
-    calibrate on `calibration` (never the clip `frames` come from); without it those rows are unavailable."""
+    calibrate on `calibration` (never the clip `frames` come from); without it those rows are unavailable.
+    `scene`: the frames are the sample scene, so rows are held to its bounds, and a row that cannot be proven on
+    it (`Tolerance.needs_clip`) is unavailable with that reason, not exported. Candidates run on `device`; the
+    reference on the CPU."""
     targets = formats.targets() if targets is None else targets
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
@@ -75,12 +79,17 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
         for target in targets:
             started = time.perf_counter()
             row = ParityRow(target.name, target.format.name, target.precision, "unavailable")
+            bounds = target.format.tolerance(target.precision, model.refiner_name, scene=scene)
+            if scene and bounds.needs_clip:
+                row.reason = bounds.needs_clip
+                rows.append(row)
+                continue
             try:
                 path = peer_path(target.peer, model) if target.peer else export(
                     model, target.format.name, target.precision, folder, overwrite=True,
                     options=target.export_options((width, height), downsample_ratio, calibration))
                 row.artifact = str(path)
-                candidate = target.format.load(path, device="cpu")
+                candidate = target.format.load(path, device=device)
             except Exception as error:  # reported in the table, never silently passed
                 row.reason = one_line(error)
                 log.warning("%s %s: %s", target.name, target.precision, row.reason)
@@ -94,7 +103,6 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
                 log.error("%s %s: %s", target.name, target.precision, row.reason)
                 rows.append(row)
                 continue
-            bounds = target.format.tolerance(target.precision, model.refiner_name)
             problems = result.failures(bounds)
             row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
             row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift

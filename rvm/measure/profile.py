@@ -5,15 +5,21 @@ up the blocks it quantizes, and a block that is memory-bound at full resolution 
 Blocks are the network's modules. ONNX node names carry the same module path (`/backbone/features.0/...`), also in
 static and int8 (QDQ) graphs, so one table covers every ONNX variant. What no block owns (downsampling the input,
 the decoder's pooled copies of the image, nodes the runtime adds between blocks) is `other`.
+
+How far from the hardware: each block's work is counted once on the PyTorch model (`block_work`: GFLOPs of its
+convolutions and matrix products, and the bytes its operators read and write, unfused), and this machine's peak is
+measured by a short GEMM and memory-copy microbenchmark (`machine_peak`). A block's ceiling is the roofline time,
+the larger of its FLOPs at peak GFLOP/s and its bytes at peak bandwidth; its share of peak is that ceiling over its
+measured time, per profiled backend.
 """
 import json
 import logging
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +41,93 @@ class Profile:
 
     def share(self, block: str) -> float:
         return self.block_ms[block] / sum(self.block_ms.values())
+
+
+@dataclass
+class Peak:
+    """This machine's attainable peak, measured: fp32 GEMM on every thread torch uses, and memory copy."""
+    gflops: float  # GFLOP/s
+    gbytes: float  # GB/s, bytes read plus bytes written
+
+
+@dataclass
+class Work:
+    gflops: float  # convolutions and matrix products (multiply and add counted apart)
+    mbytes: float  # bytes every operator reads and writes, unfused (views excluded)
+
+    def ceiling_ms(self, peak: Peak) -> float:
+        """The roofline: the time this work takes at the machine's peak compute or bandwidth, whichever binds."""
+        return 1000 * max(self.gflops / peak.gflops, self.mbytes / 1000 / peak.gbytes)
+
+
+def machine_peak(repeats: int = 5) -> Peak:
+    """Best of `repeats`: a 2048x2048 fp32 matrix product, and copying 256 MiB."""
+    import torch
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    source = torch.rand(64 * 2 ** 20)
+    target = torch.empty_like(source)
+
+    def best(run) -> float:
+        run()  # warm: page faults, thread start
+        times = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - begin)
+        return min(times)
+
+    gemm = best(lambda: torch.mm(a, b))
+    copy = best(lambda: target.copy_(source))
+    return Peak(2 * 2048 ** 3 / gemm / 1e9, 2 * source.nbytes / copy / 1e9)
+
+
+def block_work(model, size, ratio: float) -> Dict[str, Work]:
+    """GFLOPs and MB moved by each block (and `other`) on one frame of `size` at `ratio`."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Traffic(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.block, self.bytes = OTHER, {block: 0 for block in (*BLOCKS, OTHER)}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:  # a view moves nothing
+                self.bytes[self.block] += sum(t.nbytes for t in tree_flatten((args, kwargs, out))[0]
+                                              if isinstance(t, torch.Tensor))
+            return out
+
+    model = model.float().cpu().eval()
+    src = torch.rand(1, 3, size[1], size[0])
+    traffic = Traffic()
+    modules = dict(model.named_modules())
+
+    def enter(block):
+        def hook(module, args):
+            traffic.block = block
+        return hook
+
+    def leave(module, args, output):
+        traffic.block = OTHER
+
+    handles = [hook for block in BLOCKS for hook in (modules[block].register_forward_pre_hook(enter(block)),
+                                                   modules[block].register_forward_hook(leave))]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            model(src, downsample_ratio=ratio)
+        with torch.no_grad(), traffic:
+            model(src, downsample_ratio=ratio)
+    finally:
+        for handle in handles:
+            handle.remove()
+    counts = {name: sum(ops.values()) for name, ops in flops.get_flop_counts().items()}
+    prefix = type(model).__name__
+    block_flops = {block: counts.get(f"{prefix}.{block}", 0) for block in BLOCKS}
+    block_flops[OTHER] = counts.get(prefix, 0) - sum(block_flops.values())
+    return {block: Work(block_flops[block] / 1e9, traffic.bytes[block] / 1e6) for block in (*BLOCKS, OTHER)}
 
 
 def block_of_node(name: str) -> str:
@@ -125,17 +218,41 @@ def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimiz
                    {block: us / 1000 / frames for block, us in block_us.items()})
 
 
-def run_profiles(model, artifacts: Sequence[str], size, ratio: float, frames: int) -> List[Profile]:
+@dataclass
+class Report:
+    size: tuple
+    ratio: float
+    peak: Peak
+    work: Dict[str, Work]
+    profiles: List[Profile]
+
+    def share_of_peak(self, profile: Profile, block: str) -> Optional[float]:
+        """The block's roofline ceiling over its measured time (1.0: at the hardware's limit)."""
+        spent = profile.block_ms[block]
+        return self.work[block].ceiling_ms(self.peak) / spent if spent > 0 else None
+
+    def as_dict(self) -> dict:
+        return {"size": list(self.size), "ratio": self.ratio, "peak": asdict(self.peak),
+                "work": {block: asdict(work) for block, work in self.work.items()},
+                "ceiling_ms": {block: work.ceiling_ms(self.peak) for block, work in self.work.items()},
+                "profiles": [{**asdict(p), "share_of_peak": {block: self.share_of_peak(p, block)
+                                                             for block in p.block_ms}} for p in self.profiles]}
+
+
+def run_profiles(model, artifacts: Sequence[str], size, ratio: float, frames: int) -> Report:
     from rvm.measure.bench import sample_frame
     src = sample_frame(*size)
+    peak = machine_peak()
+    log.info("peak here: %.0f GFLOP/s fp32 GEMM, %.1f GB/s memory copy", peak.gflops, peak.gbytes)
     profiles = [pytorch_profile(model, src, ratio, frames)]
     for path in artifacts:
         log.info("profiling %s", path)
         profiles.append(onnx_profile(path, src, ratio, frames))
-    return profiles
+    return Report(tuple(size), ratio, peak, block_work(model, size, ratio), profiles)
 
 
-def to_markdown(profiles: Sequence[Profile], size, ratio: float) -> str:
+def to_markdown(report: Report) -> str:
+    size, ratio, profiles, peak = report.size, report.ratio, report.profiles, report.peak
     header = ["block", *(p.name for p in profiles)]
     lines = [f"Per-block time at {size[0]}x{size[1]}, ratio {ratio}: ms a frame (share of the profiled time)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -143,4 +260,18 @@ def to_markdown(profiles: Sequence[Profile], size, ratio: float) -> str:
         cells = [f"{p.block_ms[block]:.1f} ({100 * p.share(block):.0f}%)" for p in profiles]
         lines.append(f"| {block} | " + " | ".join(cells) + " |")
     lines.append("| **frame (wall, median)** | " + " | ".join(f"**{p.frame_ms:.1f}**" for p in profiles) + " |")
+    lines += ["", f"How far from the hardware: this machine's measured peak is {peak.gflops:.0f} GFLOP/s (fp32 GEMM) "
+                  f"and {peak.gbytes:.1f} GB/s (memory copy). Work per block (GFLOPs; MB read and written, unfused), "
+                  f"its roofline ceiling, and each backend's share of peak (ceiling / measured time):", "",
+              "| block | GFLOPs | MB moved | ceiling ms | " + " | ".join(f"{p.name} share of peak" for p in profiles)
+              + " |", "|" + "---|" * (4 + len(profiles))]
+    total = Work(sum(w.gflops for w in report.work.values()), sum(w.mbytes for w in report.work.values()))
+    for block in (*BLOCKS, OTHER):
+        work = report.work[block]
+        shares = [report.share_of_peak(p, block) for p in profiles]
+        lines.append(f"| {block} | {work.gflops:.2f} | {work.mbytes:.0f} | {work.ceiling_ms(peak):.2f} | "
+                     + " | ".join("" if s is None else f"{100 * s:.0f}%" for s in shares) + " |")
+    ceiling = sum(w.ceiling_ms(peak) for w in report.work.values())
+    lines.append(f"| **frame** | {total.gflops:.2f} | {total.mbytes:.0f} | **{ceiling:.1f}** | "
+                 + " | ".join(f"{100 * ceiling / p.frame_ms:.0f}%" for p in profiles) + " |")
     return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""`rvm tune` and `--model auto`, run as a user runs them: the installed `rvm` from a folder of their own, records in
+their cache folder (XDG_CACHE_HOME, a fresh one here), no RVM_VALIDATION_CLIP (candidates are proven on the sample
+scene). Checkpoints and the official download come from RVM_CHECKPOINT_DIR, as in a cache the user already filled.
+
+One small tune (ONNX fp32 and int8, 320x192) is the module's fixture; a changed fingerprint (a kernel setting the
+fingerprint keys on) then makes `Runtime.load("auto", ...)` tune again, repeating the same tune.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rvm import formats, tuning
+from rvm.measure import tune as tuner
+
+pytest.importorskip("onnxruntime", reason="the tune tests use ONNX candidates: pip install 'rvm-toolkit[onnx]'")
+pytestmark = pytest.mark.slow
+
+RVM = Path(sys.executable).parent / "rvm"
+SIZE, RATIO = (320, 192), 0.5
+TUNE = ["tune", "--resolution", "320x192", "--downsample-ratio", "0.5", "--backends", "onnx", "--precisions",
+        "fp32,int8", "--frames", "12", "--bench-frames", "4", "--repeats", "2", "--disable-progress"]
+
+
+def user_env(cache: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RVM_VALIDATION_CLIP"}
+    env.update(XDG_CACHE_HOME=str(cache), **extra)
+    return env
+
+
+def run(folder: Path, env: dict, *args, expect: int = 0) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(RVM), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == expect, f"rvm {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    folder, cache = tmp_path_factory.mktemp("user"), tmp_path_factory.mktemp("cache")
+    env = user_env(cache)
+    done = run(folder, env, *TUNE, "--plot", "speed.png")
+    return folder, cache, env, done
+
+
+def record_of(done) -> dict:
+    path = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("record: "))
+    return json.loads(Path(path).read_text()) | {"path": path}
+
+
+def test_tune_writes_record_table_and_plot(user):
+    folder, cache, env, done = user
+    record = record_of(done)
+    assert Path(record["path"]).is_relative_to(cache / "rvm" / "tune")
+    assert record["resolution"] == list(SIZE) and record["downsample_ratio"] == RATIO
+    assert record["fingerprint"]["cpu"] and record["fingerprint"]["packages"]["onnxruntime"]
+    assert record["key"] == tuning.fingerprint_key(record["fingerprint"])
+    rows = {(r["name"], r["precision"]): r for r in record["candidates"]}
+    ours = [rows[("onnx static", p)] for p in ("fp32", "int8")]
+    official = rows[(formats.PEERS[0].name, "fp32")]
+    for row in ours:  # proven on the sample scene within the registered bounds, benched beside the others
+        assert row["status"] == "ok", row
+        bounds = formats.get("onnx").tolerance(row["precision"], scene=True)
+        assert bounds.mad is None or row["mad"] <= bounds.mad
+        assert row["fps"] > 0 and row["ratio_to_pytorch"] > 0 and row["ratio_to_official"] > 0
+        assert len(row["repeat_fps"]) == 2
+    assert rows[("onnx static", "fp32")]["quality"] == "exact" and rows[("onnx static", "fp32")]["mad"] < 0.01
+    # int8 is `fast` unless it happens to stay within the exact class's MAD
+    assert rows[("onnx static", "int8")]["quality"] == ("exact" if ours[1]["mad"] <= tuning.EXACT_MAD else "fast")
+    assert official["peer"] and official["fps"] and official["ratio_to_official"] == pytest.approx(1.0)
+    fast, exact = record["choice"]["fast"], record["choice"]["exact"]
+    assert fast["fps"] == max(r["fps"] for r in ours) and exact["name"] == "onnx static"
+    assert fast["fps"] >= exact["fps"]
+    for chosen in (fast, exact):  # kept beside the record; the rest deleted
+        artifact = Path(chosen["artifact"])
+        assert artifact.is_file() and artifact.parent == Path(record["path"]).with_suffix("")
+    assert not any(p.name.startswith(".") for p in Path(record["path"]).parent.iterdir()), "work folder left behind"
+    assert "| onnx static | int8 | ok |" in done.stdout and "auto:fast:" in done.stdout
+    with Image.open(folder / "speed.png") as plot, Image.open(Path(record["path"]).with_suffix(".png")) as kept:
+        assert plot.size == kept.size == tuner.PLOT_SIZE
+        assert len(np.unique(np.asarray(plot.convert("L")))) > 2  # something was drawn
+
+
+def test_show_lists_the_record_as_this_machines(user):
+    folder, cache, env, done = user
+    shown = run(folder, env, "tune", "--show").stdout
+    assert record_of(done)["path"] in shown and "(this machine;" in shown
+
+
+def test_convert_model_auto_uses_the_record(user):
+    folder, cache, env, done = user
+    record = record_of(done)
+    for spec, quality in (("auto", "fast"), ("auto:exact", "exact")):
+        converted = run(folder, env, "convert", "--model", spec, "--input-source", str(clip()), "--input-resize",
+                        "320", "192", "--downsample-ratio", "0.5", "--output-alpha", f"{quality}.mp4",
+                        "--disable-progress")
+        assert record["choice"][quality]["artifact"] in converted.stderr  # the log names the artifact it runs
+        assert (folder / f"{quality}.mp4").stat().st_size > 0
+    assert "tuning now" not in converted.stderr
+
+
+def test_runtime_load_auto_and_retune_on_changed_fingerprint(user):
+    folder, cache, env, done = user
+    record = record_of(done)
+    script = ("import json, sys\nfrom rvm import tuning\nfrom rvm.runtimes import load\n"
+              "r = load(sys.argv[1], resolution=(320, 192), downsample_ratio=0.5)\n"
+              "key = tuning.fingerprint_key(tuning.fingerprint())\n"
+              "print(json.dumps({'path': str(r.info.path), 'key': key,\n"
+              "                  'record': str(tuning.record_path(key, (320, 192), 0.5, 'cpu'))}))\n")
+    same = subprocess.run([sys.executable, "-c", script, "auto"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert json.loads(same.stdout)["path"] == record["choice"]["fast"]["artifact"]
+    assert "tuning now" not in same.stderr
+    # a kernel setting the fingerprint keys on: the record is another machine's now, so the size is tuned again,
+    # with the same request (ONNX only), and the new record is this fingerprint's
+    changed = subprocess.run([sys.executable, "-c", script, "auto:exact"], cwd=folder,
+                             env=user_env(cache, ATEN_CPU_CAPABILITY="avx2"), capture_output=True, text=True,
+                             timeout=900)
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    assert "this machine changed since it was tuned" in changed.stderr and "tuning now" in changed.stderr
+    answer = json.loads(changed.stdout.strip().splitlines()[-1])
+    assert answer["key"] != record["key"]
+    assert Path(answer["record"]).is_relative_to(cache)
+    new_record = json.loads(Path(answer["record"]).read_text())
+    assert answer["path"] == new_record["choice"]["exact"]["artifact"]
+    assert {r["format"] for r in new_record["candidates"]} == {"onnx"}, "the re-tune repeats the same request"
+    shown = run(folder, env, "tune", "--show").stdout
+    assert "another machine or package set" in shown  # from the original fingerprint, the new record is foreign
+
+
+def test_bad_requests_fail_in_one_line(user, tmp_path):
+    folder, cache, env, done = user
+    for args, message in ((["tune"], "needs --resolution"),
+                          (["tune", "--resolution", "320x192", "--backends", "nope"], "unknown backend"),
+                          (["tune", "--resolution", "320x192", "--precisions", "int4"], "unknown precision"),
+                          (["tune", "--resolution", "320x192", "--plot", "speed.jpg"], "PNG"),
+                          (["convert", "--model", "auto:best", "--input-source", str(clip()), "--output-alpha",
+                            "x.mp4"], "quality class")):
+        failed = run(tmp_path, env, *args, expect=2)
+        assert message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_auto_needs_a_resolution():
+    from rvm.errors import UsageError
+    from rvm.runtimes import load
+    with pytest.raises(UsageError, match="resolution"):
+        load("auto")
+
+
+def clip() -> Path:
+    from tests.conftest import CLIPS, need
+    return need(CLIPS / "person_b.mp4")
