@@ -25,7 +25,7 @@ LAYERS = [
     ("foundation", ["rvm"]),
     ("runtimes and media", ["rvm.runtimes", "rvm.media"]),
     ("exporters", ["rvm.exporters"]),
-    ("measure, batch and web", ["rvm.measure", "rvm.batch", "rvm.web"]),
+    ("measure, batch, web and live", ["rvm.measure", "rvm.batch", "rvm.web", "rvm.live"]),
     ("commands", ["rvm.commands"]),
 ]
 

@@ -78,6 +78,17 @@ _add_tune = _module_verb(
                 "against PyTorch fp32 on your clip or the sample scene, bench them side by side with PyTorch eager "
                 "and the official ONNX download, and write a tuning record (per quality class: exact, fast) and a "
                 "speed-against-MAD plot into the user cache. --model auto[:exact|:fast] reads it.")
+
+
+_add_live = _module_verb(
+    "live",
+    help="matte a camera, stream or video file in real time to a virtual camera, a page (OBS), files or stdout",
+    description="Capture, matte and deliver in real time: capture, inference and each sink run on their own threads "
+                "with one-slot queues that keep the newest frame, so latency stays bounded when the model is slower "
+                "than the source (stale frames are dropped and counted). A lost camera or stream is reopened with "
+                "backoff; Ctrl+C closes every sink and finalises recordings.")
+
+
 _add_env = _module_verb(
     "env",
     help="versions, CPU, GPUs and which formats can export and run here: paste it into bug reports",
@@ -89,7 +100,7 @@ _add_env = _module_verb(
 
 
 VERBS: List[Callable] = [_add_convert, _add_batch, _add_export, _add_parity, _add_bench, _add_profile, _add_sensitivity,
-                         _add_web, _add_tune, _add_env]
+                         _add_web, _add_tune, _add_live, _add_env]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,7 @@ class ConvertSummary:
 
 
 @dataclass
-class _Chunk:
+class Chunk:
     src: np.ndarray  # float32 [T,3,H,W] in 0..1
     background: Optional[np.ndarray]  # float32 [T|1,3,H,W], or None where no output composites
     fgr: Optional[np.ndarray] = None
@@ -68,45 +68,45 @@ class _Chunk:
 
 # ---- rendering: float NCHW model outputs -> the frames each output shows, still float (the sinks quantise) ----
 
-def _render_composition(chunk: _Chunk) -> torch.Tensor:
+def _render_composition(chunk: Chunk) -> torch.Tensor:
     fgr, pha = torch.from_numpy(chunk.fgr), torch.from_numpy(chunk.pha)
     if chunk.background is None:  # the official PNG-sequence composition: foreground with its alpha
         return torch.cat([fgr * (pha > 0), pha], dim=1)
     return torch.lerp(torch.from_numpy(chunk.background), fgr, pha)  # fgr*pha + bg*(1-pha)
 
 
-def _render_alpha(chunk: _Chunk) -> torch.Tensor:
+def _render_alpha(chunk: Chunk) -> torch.Tensor:
     return torch.from_numpy(chunk.pha)
 
 
-def _render_foreground(chunk: _Chunk) -> torch.Tensor:
+def _render_foreground(chunk: Chunk) -> torch.Tensor:
     return torch.from_numpy(chunk.fgr)
 
 
-def _render_rgba(chunk: _Chunk) -> torch.Tensor:
+def _render_rgba(chunk: Chunk) -> torch.Tensor:
     return torch.cat([torch.from_numpy(chunk.fgr), torch.from_numpy(chunk.pha)], dim=1)
 
 
-RENDERERS: Dict[str, Callable[[_Chunk], torch.Tensor]] = {
+RENDERERS: Dict[str, Callable[[Chunk], torch.Tensor]] = {
     "composition": _render_composition, "alpha": _render_alpha,
     "foreground": _render_foreground, "rgba": _render_rgba,
 }
 
 
 @dataclass
-class _Output:
+class Output:
     name: str  # a RENDERERS key
     path: Path
     png_sequence: bool
     sink: Optional[FrameSink] = None
 
-    def write(self, chunk: _Chunk) -> None:
+    def write(self, chunk: Chunk) -> None:
         for frame in RENDERERS[self.name](chunk):
             self.sink.write(frame)
 
 
-def _plan_outputs(paths: Dict[str, Optional[Union[str, Path]]], output_type: str, input_path: Path,
-                  overwrite: bool) -> List[_Output]:
+def plan_outputs(paths: Dict[str, Optional[Union[str, Path]]], output_type: str, input_path: Path,
+                  overwrite: bool) -> List[Output]:
     """Every output checked before any work: kind of name, clashes, and existing files."""
     if output_type not in ("video", "png_sequence"):
         raise ConvertError(f"output_type must be 'video' or 'png_sequence', got {output_type!r}")
@@ -122,7 +122,7 @@ def _plan_outputs(paths: Dict[str, Optional[Union[str, Path]]], output_type: str
             raise ConvertError(f"{name} output {path} needs a video name ({', '.join(OUTPUT_VIDEO_SUFFIXES)}), "
                                f"or pass output_type='png_sequence' (--output-type png_sequence) for a frame folder")
         check_writable(path, overwrite)
-        outputs.append(_Output(name, path, png_sequence))
+        outputs.append(Output(name, path, png_sequence))
     if not outputs:
         raise ConvertError("no output asked for: pass at least one of --output-composition, --output-alpha, "
                            "--output-foreground, --output-rgba")
@@ -153,7 +153,7 @@ def parse_color(text: str) -> Tuple[int, int, int]:
     return color
 
 
-def _background_frames(background: BackgroundSpec, size: Tuple[int, int]) -> Iterator[np.ndarray]:
+def background_frames(background: BackgroundSpec, size: Tuple[int, int]) -> Iterator[np.ndarray]:
     """Float32 backgrounds, one per frame: [1,3,1,1] for a colour, [1,3,H,W] for an image or a video (which loops
     when shorter than the input)."""
     width, height = size
@@ -191,19 +191,25 @@ def _looping_video(path: Path, size: Tuple[int, int]) -> Iterator[np.ndarray]:
 
 # ---- the job ---------------------------------------------------------------------------------------
 
-def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chunk: int) -> Iterator[_Chunk]:
+def to_nchw(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """uint8 RGB HWC frames -> float32 [T,3,H,W] in 0..1."""
+    height, width, _ = frames[0].shape
+    src = torch.empty((len(frames), 3, height, width))
+    for slot, frame in zip(src, frames):
+        slot.copy_(torch.from_numpy(frame).permute(2, 0, 1))  # cast and layout change in one pass
+    src.mul_(1 / 255)  # 4x less CPU than stacking, permuting and dividing into new arrays at 1080p
+    return src.numpy()
+
+
+def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chunk: int) -> Iterator[Chunk]:
     """Group frames by `seq_chunk` and convert them to float NCHW once, with their backgrounds."""
     frames = []
 
-    def chunk() -> _Chunk:
-        height, width, _ = frames[0].shape
-        src = torch.empty((len(frames), 3, height, width))
-        for slot, frame in zip(src, frames):
-            slot.copy_(torch.from_numpy(frame).permute(2, 0, 1))  # cast and layout change in one pass
-        src.mul_(1 / 255)  # 4x less CPU than stacking, permuting and dividing into new arrays at 1080p
+    def chunk() -> Chunk:
         background = None if backgrounds is None else np.concatenate([next(backgrounds) for _ in frames])
+        src = to_nchw(frames)
         frames.clear()
-        return _Chunk(src.numpy(), background)
+        return Chunk(src, background)
 
     for frame in source:
         frames.append(frame)
@@ -213,7 +219,7 @@ def _decoded_chunks(source, backgrounds: Optional[Iterator[np.ndarray]], seq_chu
         yield chunk()
 
 
-def _infer(runtime, chunk: _Chunk, ratio) -> _Chunk:
+def _infer(runtime, chunk: Chunk, ratio) -> Chunk:
     # runtimes batch along B, not time: frames go one by one so the recurrent state flows through them all
     results = [runtime.run_nchw(chunk.src[t:t + 1], ratio) for t in range(len(chunk.src))]
     if len(results) == 1:  # the usual seq_chunk=1: no copy on the inference thread, the pipeline's critical path
@@ -275,7 +281,7 @@ class _Stages:
             raise self.error
 
 
-def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output],
+def _run_pipelined(chunks: Iterator[Chunk], runtime, ratio, outputs: List[Output],
                    update: Callable[[int], None]) -> int:
     stages = _Stages()
     decoded = queue.Queue(QUEUE_CHUNKS)
@@ -286,7 +292,7 @@ def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Outp
             stages.put(decoded, chunk)
         stages.put(decoded, None)
 
-    def encode(output: _Output, inbox: queue.Queue):
+    def encode(output: Output, inbox: queue.Queue):
         while (chunk := stages.get(inbox)) is not None:
             output.write(chunk)
 
@@ -309,7 +315,7 @@ def _run_pipelined(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Outp
     return frames
 
 
-def _run_sequential(chunks: Iterator[_Chunk], runtime, ratio, outputs: List[_Output],
+def _run_sequential(chunks: Iterator[Chunk], runtime, ratio, outputs: List[Output],
                     update: Callable[[int], None]) -> int:
     frames = 0
     for chunk in chunks:
@@ -352,15 +358,15 @@ def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = Non
         raise ConvertError(f"frame_range must be (start, stop) with 0 <= start < stop, got {frame_range}")
     if output_video_mbps is not None and output_video_mbps <= 0:
         raise ConvertError(f"output_video_mbps must be > 0, got {output_video_mbps}")
-    outputs = _plan_outputs({"composition": output_composition, "alpha": output_alpha,
+    outputs = plan_outputs({"composition": output_composition, "alpha": output_alpha,
                              "foreground": output_foreground, "rgba": output_rgba}, output_type, input_path, overwrite)
     source = open_source(input_path, input_resize) if opened else input_source
     try:
         composites = any(o.name == "composition" for o in outputs)
         if composites and background is None and output_type == "png_sequence":
             composites = False  # official behaviour: foreground with alpha instead of a colour
-        backgrounds = _background_frames(background, source.size) if composites else None
-        _check_runtime_fits(runtime, source.size, downsample_ratio)
+        backgrounds = background_frames(background, source.size) if composites else None
+        check_runtime_fits(runtime, source.size, downsample_ratio)
         runtime.reset()
         if initial_state is not None:
             runtime.state = initial_state
@@ -375,19 +381,22 @@ def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = Non
     return summary
 
 
-def _check_runtime_fits(runtime, size: Tuple[int, int], downsample_ratio) -> None:
+def check_runtime_fits(runtime, size: Tuple[int, int], downsample_ratio,
+                       resize_flag: str = "--input-resize {} {}") -> None:
+    """Fail before any work when a fixed-size artifact cannot take `size` or the ratio is invalid; `resize_flag`
+    is how the verb's user asks for another size."""
     width, height = size
     fixed = runtime.info.fixed_resolution
     if fixed is not None and tuple(fixed) != (width, height):
         raise ConvertError(f"the {runtime.backend} artifact takes {fixed[0]}x{fixed[1]} frames only and the input is "
-                           f"{width}x{height}: pass --input-resize {fixed[0]} {fixed[1]}")
+                           f"{width}x{height}: pass {resize_flag.format(*fixed)}")
     try:
         runtime.resolve_ratio(height, width, downsample_ratio)
     except (TypeError, ValueError) as error:
         raise ConvertError(f"{error}: pass a number in (0, 1] or 'auto'") from None
 
 
-def _convert(source, runtime, ratio, outputs: List[_Output], backgrounds, seq_chunk: int, mbps, progress: bool,
+def _convert(source, runtime, ratio, outputs: List[Output], backgrounds, seq_chunk: int, mbps, progress: bool,
              overwrite: bool, pipeline: bool, on_frames, frame_range, skip: bool) -> ConvertSummary:
     audio_from = source.path if source.audio is not None and frame_range is None else None
     frames_in, total = source, source.frame_count

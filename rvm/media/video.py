@@ -428,12 +428,14 @@ class VideoSink(FrameSink):
         speed = {"deadline": "good", "cpu-used": "4", "row-mt": "1"}
         return speed if mbps else {"crf": "20", "b": "0", **speed}
 
-    def write(self, frame) -> None:
+    def write(self, frame, pts: Optional[int] = None) -> None:
+        """`pts`: the frame's time in frames of `fps` (a live recording that dropped frames keeps real time); the
+        next frame's number when None. It must grow."""
         if self._torch_yuv420p and isinstance(frame, torch.Tensor) and frame.shape[0] in (1, 3):
             video_frame = av.VideoFrame.from_ndarray(to_yuv420p(frame), format="yuv420p")
         else:
             video_frame = self._converted(_as_uint8_hwc(frame))
-        video_frame.pts = self.frames
+        video_frame.pts = self.frames if pts is None else pts
         self._container.mux(self._stream.encode(video_frame))
         self.frames += 1
         if self._audio is not None:

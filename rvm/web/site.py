@@ -191,7 +191,11 @@ def make_server(folder, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> Th
 
 
 def bind(folder, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    handler = functools.partial(PageHandler, directory=str(Path(folder).resolve()))
+    return bind_handler(functools.partial(PageHandler, directory=str(Path(folder).resolve())), port, host)
+
+
+def bind_handler(handler, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """A server of `handler` on host:port; a port in use is a UsageError naming --port."""
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as error:
