@@ -541,6 +541,22 @@ register(Format(
     runtime_requires=("ncnn",), static="always", check=_no_kind("NCNN"), variants=_when_sized, half_io=False))
 
 register(Format(
+    # torch.export of the reference model at one resolution, ratio baked, states at their true shapes, lowered with
+    # the XNNPACK partitioner into one .pte (every op delegated: rvm.exporters.executorch.delegation_report); the
+    # metadata is the program's `rvm_metadata` constant method. int8: PT2E with XNNPACK's quantizer, calibrated
+    # with the state flowing, KEEP_FP32's layers in float; I/O float32 either way
+    name="executorch", title="ExecuTorch", precisions=("fp32", "int8"),
+    exporter="rvm.exporters.executorch:export_executorch", runtime="rvm.runtimes.executorch:ExecuTorchRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("MEASURE"),
+        "int8": INT8_TOLERANCE,
+    },
+    artifact_name=_suffixed(".pte"), recognizes=_has_suffix(".pte"),
+    artifact_description="an ExecuTorch program (.pte) exported by rvm-toolkit, with its rvm_metadata method",
+    extra="executorch", requires=("executorch", "torchao"), runtime_requires=("executorch",), static="always",
+    check=_check_calibration("ExecuTorch"), variants=_when_sized, half_io=False, calibrated=("int8",)))
+
+register(Format(
     # a serialized engine built from the static ONNX profile (rvm.exporters.onnx), in a folder with its
     # metadata; the state stays on the GPU between frames. fp32 turns TF32 off
     name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),
