@@ -50,6 +50,7 @@ LAYOUTS = {
     "openvino": Layout("model.xml", ("model.bin",)),
     "tflite": Layout(),
     "ncnn": Layout("model.ncnn.param", ("model.ncnn.bin",)),
+    "executorch": Layout(),
     "tensorrt": Layout("model.engine"),
 }
 
