@@ -541,6 +541,22 @@ register(Format(
     runtime_requires=("ncnn",), static="always", check=_no_kind("NCNN"), variants=_when_sized, half_io=False))
 
 register(Format(
+    # our ONNX graph (dynamic, or the static profile) through MNN's converter, metadata in the model's bizCode.
+    # fp16: fp16 weights, float32 compute and I/O on x86; int8: MNN's offline quantization (int8 convolutions)
+    # calibrated with the state flowing, KEEP_FP32 layers float (rvm.exporters.mnn)
+    name="mnn", title="MNN", precisions=("fp32", "fp16", "int8"),
+    exporter="rvm.exporters.mnn:export_mnn", runtime="rvm.runtimes.mnn:MnnRuntime",
+    tolerances={
+        "fp32": fp32_tolerance("MEASURE"),
+        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 1e-3, 1e-3, measured="MEASURE")),
+        "int8": INT8_TOLERANCE,
+    },
+    artifact_name=_suffixed(".mnn"), recognizes=_has_suffix(".mnn"),
+    artifact_description="an MNN model file (.mnn) with the RVM inputs and outputs", extra="mnn",
+    requires=("MNN", "onnx", "onnxsim"), runtime_requires=("MNN",), static="optional",
+    check=_check_calibration("MNN"), half_io=False, calibrated=("int8",)))
+
+register(Format(
     # a serialized engine built from the static ONNX profile (rvm.exporters.onnx), in a folder with its
     # metadata; the state stays on the GPU between frames. fp32 turns TF32 off
     name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),
