@@ -13,13 +13,10 @@ bounds are measured on this all-int8 graph.
 
 MNN's tools are called through their compiled module (`_tools`), not `MNN.tools`: importing that package runs
 `pip install` when the aliyun logging SDK is missing and sends each conversion to a remote log service. Both tools
-print to the process's stdout, which `--json` output owns, so they print to stderr here.
+print to the process's stdout, which `--json` output owns, so they print to stderr here (as MNN's runtime does).
 """
-import contextlib
 import json
 import logging
-import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import numpy as np
 from rvm.contracts import ONNX_INPUTS
 from rvm.errors import ExportError
 from rvm.metadata import ArtifactMetadata
+from rvm.runtimes.mnn import c_stdout_on_stderr
 
 from .onnx import fp32_graph
 
@@ -59,8 +57,8 @@ def export_mnn(model, path, precision: str, options) -> None:
 
 
 def convert(arguments) -> None:
-    import _tools
     with c_stdout_on_stderr():
+        import _tools
         ok = _tools.mnnconvert(["mnnconvert", *arguments])
     if not ok:
         raise ExportError(f"MNN's converter failed (mnnconvert {' '.join(arguments[:4])} ...): see its log above")
@@ -68,8 +66,6 @@ def convert(arguments) -> None:
 
 def quantize(model, source: Path, target: Path, folder: Path, options) -> None:
     """MNN offline int8 of `source` (EMA ranges), calibrated on frames with the state flowing."""
-    import _tools
-
     from .int8 import calibration_samples
     samples = [full_size_states(sample, model.variant) for sample in
                calibration_samples(model, options, with_ratio=not options.static)]
@@ -84,6 +80,7 @@ def quantize(model, source: Path, target: Path, folder: Path, options) -> None:
     config_file = folder.parent / "calibration.json"  # beside the samples: every entry of the folder is one
     config_file.write_text(json.dumps(config))
     with c_stdout_on_stderr():
+        import _tools
         ok = _tools.mnnquant(["mnnquant", str(source), str(target), str(config_file)])
     if not ok or not target.is_file():
         raise ExportError("MNN's quantizer failed: see its log above")
@@ -102,22 +99,6 @@ def full_size_states(sample, variant):
 
 def shapes_of(sample):
     return [{"name": name, "shape": list(sample[name].shape)} for name in ONNX_INPUTS if name in sample]
-
-
-@contextlib.contextmanager
-def c_stdout_on_stderr():
-    """Send what compiled code prints to file descriptor 1 to stderr instead."""
-    import ctypes
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        libc.fflush(None)  # C stdio's buffer still holds what was printed for the redirected descriptor
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 __all__ = ["export_mnn"]

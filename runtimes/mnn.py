@@ -7,7 +7,12 @@ bizCode string; a dynamic MNN file converted elsewhere from the official ONNX (n
 Winograd convolution: MNN picks among Winograd tile sizes by default (`winograd_memory_level` 3), and its large
 tiles cost float32 accuracy (alpha 3.4e-4 from PyTorch on person_a, against 1.0e-5 with level 0, the small tiles
 only). Level 0 is the default here for every precision; `rvm bench` measures both.
+
+MNN prints to the process's stdout, which `--json` output owns: here it prints to stderr.
 """
+import contextlib
+import os
+import sys
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -23,13 +28,31 @@ from .onnxruntime import physical_cores
 WINOGRAD_MEMORY_LEVEL_HINT = 3  # MNN's Interpreter::HintMode::WINOGRAD_MEMORY_LEVEL
 
 
+@contextlib.contextmanager
+def c_stdout_on_stderr():
+    """Send to stderr what MNN's compiled code prints to file descriptor 1 (its CPU features on import, its precision
+    on each runtime manager, its tools' logs)."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)  # C stdio's buffer still holds what was printed for the redirected descriptor
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class MnnRuntime(Runtime):
     backend = "mnn"
 
     def __init__(self, path, device: str = "auto", threads: Optional[int] = None, winograd_memory_level: int = 0,
                  **options):
-        import MNN.expr
-        import MNN.nn
+        with c_stdout_on_stderr():
+            import MNN.expr
+            import MNN.nn
         if device not in ("auto", "cpu"):
             raise BackendUnavailable(f"the MNN runtime here runs on the CPU, not {device!r}: use cpu")
         self.expr = MNN.expr
@@ -46,7 +69,8 @@ class MnnRuntime(Runtime):
                                 f"size): export it with `rvm export --format mnn --static`")
         self.input_names = list(ONNX_INPUTS[:5] if self.static else ONNX_INPUTS)
         config = {"backend": "CPU", "precision": "high", "numThread": threads or physical_cores()}
-        manager = MNN.nn.create_runtime_manager((config,))
+        with c_stdout_on_stderr():
+            manager = MNN.nn.create_runtime_manager((config,))
         manager.set_hint(WINOGRAD_MEMORY_LEVEL_HINT, int(winograd_memory_level))
         self.module = MNN.nn.load_module_from_file(str(path), self.input_names, list(ONNX_OUTPUTS),
                                                    runtime_manager=manager)
