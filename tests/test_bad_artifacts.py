@@ -50,6 +50,7 @@ LAYOUTS = {
     "openvino": Layout("model.xml", ("model.bin",)),
     "tflite": Layout(),
     "ncnn": Layout("model.ncnn.param", ("model.ncnn.bin",)),
+    "mnn": Layout(),
     "tensorrt": Layout("model.engine"),
 }
 
