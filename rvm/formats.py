@@ -551,7 +551,7 @@ register(Format(
         "fp32": fp32_tolerance("alpha max 1.0e-5, mean 5.7e-8; foreground max 1.8e-6 (person_a, 58 frames)"),
         # on the sample scene the worst pixel moves with the size, 2.8e-2 at 320x192 against 7.6e-2 at 324x184
         "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
-                          measured="alpha max 1.5e-2, mean 1.8e-4; foreground max 4.1e-3, mean 3.1e-4 (person_a, 20 "
+                          measured="alpha max 1.8e-2, mean 2.0e-4; foreground max 4.7e-3, mean 3.6e-4 (person_a, 58 "
                                    "frames); state zeroed every frame: alpha mean 1.27e-2").on_scene(
             "sample scene, 8 frames at 320x192 and 324x184: alpha max 7.6e-2, mean 6.3e-4; foreground max 3.3e-2, "
             "mean 6.0e-4", pha_max=0.12, fgr_max=8e-2),
@@ -559,8 +559,8 @@ register(Format(
         # wider than INT8_TOLERANCE; hair-edge pixels flip, so alpha has no max bound. The state zeroed every frame
         # on person_a (20 frames) costs MAD 17.1, dtSSD 6.0, foreground mean 2.0e-2: each of the three bounds
         # rejects it. The worst clip in MAD and dtSSD is person_a, in foreground mean person_c
-        "int8": Tolerance(None, 0.5, 1.2e-2, 1.6e-2, mad=12.0, dtssd=4.5,
-                          measured="person_a, 20 frames: MAD 7.1, dtSSD 2.5, alpha max 0.69, foreground max 0.20 / "
+        "int8": Tolerance(None, 0.5, 1.3e-2, 1.6e-2, mad=13.0, dtssd=4.5,
+                          measured="person_a, 58 frames: MAD 9.97, dtSSD 2.66, alpha max 0.88, foreground max 0.20 / "
                                    "mean 6.8e-3; person_b/c, 58 frames: MAD 0.68 / 0.59, dtSSD 0.46 / 0.39, foreground "
                                    "max 0.19 / 0.33, mean 1.10e-2 / 1.42e-2 (calibrated on 16 frames each of "
                                    "person_b/c)").on_scene(
