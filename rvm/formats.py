@@ -564,6 +564,39 @@ register(Format(
     check=_check_calibration("ExecuTorch"), variants=_when_sized, half_io=False, calibrated=("int8",)))
 
 register(Format(
+    # our ONNX graph (dynamic, or the static profile) through MNN's converter, metadata in the model's bizCode.
+    # fp16: fp16 weights, float32 compute and I/O on x86; int8: MNN's offline quantization (int8 convolutions)
+    # calibrated with the state flowing, every convolution int8 (rvm.exporters.mnn)
+    name="mnn", title="MNN", precisions=("fp32", "fp16", "int8"),
+    exporter="rvm.exporters.mnn:export_mnn", runtime="rvm.runtimes.mnn:MnnRuntime",
+    tolerances={
+        # MNN's Winograd tiles at its default level cost float32 accuracy (alpha max 3.4e-4): the runtime runs level 0
+        "fp32": fp32_tolerance("alpha max 1.0e-5, mean 5.7e-8; foreground max 1.8e-6 (person_a, 58 frames)"),
+        # on the sample scene the worst pixel moves with the size, 2.8e-2 at 320x192 against 7.6e-2 at 324x184
+        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
+                          measured="alpha max 1.8e-2, mean 2.0e-4; foreground max 4.7e-3, mean 3.6e-4 (person_a, 58 "
+                                   "frames); state zeroed every frame: alpha mean 1.27e-2").on_scene(
+            "sample scene, 8 frames at 320x192 and 324x184: alpha max 7.6e-2, mean 6.3e-4; foreground max 3.3e-2, "
+            "mean 6.0e-4", pha_max=0.12, fgr_max=8e-2),
+        # every convolution int8 (MNN's EMA quantizer keeps no layer float, unlike ONNX/OpenVINO's KEEP_FP32), so
+        # wider than INT8_TOLERANCE; hair-edge pixels flip, so alpha has no max bound. The state zeroed every frame
+        # on person_a (20 frames) costs MAD 17.1, dtSSD 6.0, foreground mean 2.0e-2: each of the three bounds
+        # rejects it. The worst clip in MAD and dtSSD is person_a, in foreground mean person_c
+        "int8": Tolerance(None, 0.5, 1.3e-2, 1.6e-2, mad=13.0, dtssd=4.5,
+                          measured="person_a, 58 frames: MAD 9.97, dtSSD 2.66, alpha max 0.88, foreground max 0.20 / "
+                                   "mean 6.8e-3; person_b/c, 58 frames: MAD 0.68 / 0.59, dtSSD 0.46 / 0.39, foreground "
+                                   "max 0.19 / 0.33, mean 1.10e-2 / 1.42e-2 (calibrated on 16 frames each of "
+                                   "person_b/c)").on_scene(
+            "sample scene, 8 frames at 320x192 and 324x184: MAD 12.9 / 10.0, dtSSD 4.7 / 4.1, foreground max 0.29, "
+            "mean 1.4e-2; state zeroed: MAD 21.8-30.2, dtSSD 11.5-11.8, foreground mean 3.2-3.5e-2",
+            pha_mean=2e-2, fgr_mean=2.2e-2, mad=20.0, dtssd=8.0),
+    },
+    artifact_name=_suffixed(".mnn"), recognizes=_has_suffix(".mnn"),
+    artifact_description="an MNN model file (.mnn) with the RVM inputs and outputs", extra="mnn",
+    requires=("MNN", "onnx", "onnxsim"), runtime_requires=("MNN",), static="optional",
+    check=_check_calibration("MNN"), half_io=False, calibrated=("int8",)))
+
+register(Format(
     # a serialized engine built from the static ONNX profile (rvm.exporters.onnx), in a folder with its
     # metadata; the state stays on the GPU between frames. fp32 turns TF32 off
     name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),

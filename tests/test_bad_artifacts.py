@@ -51,6 +51,7 @@ LAYOUTS = {
     "tflite": Layout(),
     "ncnn": Layout("model.ncnn.param", ("model.ncnn.bin",)),
     "executorch": Layout(),
+    "mnn": Layout(),
     "tensorrt": Layout("model.engine"),
 }
 

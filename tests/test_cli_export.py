@@ -19,7 +19,8 @@ EXPECTED = ["rvm_mobilenetv3_fp32.torchscript", "rvm_mobilenetv3_fp16.torchscrip
             "rvm_mobilenetv3_tfjs_int8", "rvm_mobilenetv3_tfjs_fp16",
             "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlmodel", "rvm_mobilenetv3_1920x1080_s0.25_int8.mlmodel",
             "rvm_mobilenetv3_1920x1080_s0.25_fp16.mlpackage", "rvm_mobilenetv3_openvino_fp32",
-            "rvm_mobilenetv3_openvino_fp16"]  # int8 ONNX/OpenVINO need --calibration: `all` leaves them out
+            "rvm_mobilenetv3_openvino_fp16", "rvm_mobilenetv3_fp32.mnn", "rvm_mobilenetv3_fp16.mnn"]
+# int8 ONNX/OpenVINO/MNN need --calibration: `all` leaves them out
 
 
 def test_format_all_writes_every_artifact_validated(tmp_path, capsys, caplog):
@@ -32,7 +33,7 @@ def test_format_all_writes_every_artifact_validated(tmp_path, capsys, caplog):
     static = [name + ".iospec.json" for name in EXPECTED if "1920x1080" in name]  # CoreML: I/O spec beside
     assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED + static)  # no temporary leftovers
     validated = [r for r in caplog.records if r.getMessage().startswith("validated ")]
-    assert len(validated) == 10  # every format that can run here; CoreML's spec is checked
+    assert len(validated) == 12  # every format that can run here; CoreML's spec is checked
     sha = __import__("hashlib").sha256(DGF_WEIGHTS.read_bytes()).hexdigest()
     props = {p.key: p.value for p in onnx.load(str(out / "rvm_mobilenetv3_fp16.onnx")).metadata_props}
     assert props["precision"] == "fp16" and props["checkpoint_sha256"] == sha
