@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: the read-only material in ../shared (read in place, never copied), the real model,
 real frames and PyTorch's outputs on them."""
 import os
+import shutil
 from pathlib import Path
 from typing import List, Tuple
 
@@ -97,3 +98,14 @@ def reference(model, frames):
     outputs = pytorch_outputs(model, frames)
     assert np.mean([pha.mean() for _, pha in outputs]) > 0.05, "the person must be matted, or any export passes"
     return outputs
+
+
+def browser_or_skip():
+    """(playwright's sync_playwright, Debian's chromium) for a browser test module; skips the module without them."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
+                                     "-e '.[test]')")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; .ci/run installs it)",
+                    allow_module_level=True)
+    return playwright.sync_playwright, chromium

@@ -3,25 +3,19 @@ shows the person over a transparent background, its reset button resets the sess
 nothing but the page."""
 import io
 import json
-import shutil
 import urllib.error
 import urllib.request
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from rvm.live import FileSource, LiveSession, PageSink
 from rvm.runtimes import load
 
+from .conftest import browser_or_skip
 from .test_live import CAMERA_FPS, RATIO, SIZE, clip, onnx_model  # noqa: F401  (fixtures)
 
-sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
-                                      "-e '.[test]')").sync_playwright
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; .ci/run installs it)",
-                allow_module_level=True)
+sync_playwright, CHROMIUM = browser_or_skip()
 
 
 def status(url):

@@ -11,7 +11,6 @@ Chromium is Debian's `chromium` package driven by Playwright (no browser downloa
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,14 +30,9 @@ from rvm.media.samples import validation_frames
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.web import site as web
 
-from .conftest import BACKGROUND, CLIPS, dgf_model, need
+from .conftest import BACKGROUND, CLIPS, browser_or_skip, dgf_model, need
 
-sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
-                                      "-e '.[test]')").sync_playwright
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; .ci/run installs it)",
-                allow_module_level=True)
+sync_playwright, CHROMIUM = browser_or_skip()
 if not (web.MODULES / "onnxruntime-web").is_dir():
     pytest.skip(f"the page's engines are not installed: run `npm ci` in {web.WEBAPP_DIR} (or `make install`)",
                 allow_module_level=True)
