@@ -70,11 +70,11 @@ class MnnRuntime(Runtime):
                                 f"size): export it with `rvm export --format mnn --static`")
         self.input_names = list(ONNX_INPUTS[:5] if self.static else ONNX_INPUTS)
         config = {"backend": "CPU", "precision": "high", "numThread": threads or physical_cores()}
-        with c_stdout_on_stderr():
+        with c_stdout_on_stderr():  # creating and using the manager prints its precision
             manager = MNN.nn.create_runtime_manager((config,))
-        manager.set_hint(WINOGRAD_MEMORY_LEVEL_HINT, int(winograd_memory_level))
-        self.module = MNN.nn.load_module_from_file(str(path), self.input_names, list(ONNX_OUTPUTS),
-                                                   runtime_manager=manager)
+            manager.set_hint(WINOGRAD_MEMORY_LEVEL_HINT, int(winograd_memory_level))
+            self.module = MNN.nn.load_module_from_file(str(path), self.input_names, list(ONNX_OUTPUTS),
+                                                       runtime_manager=manager)
         self.initial_shapes = [(1, 1, 1, 1)] * 4
         if self.static:
             self.initial_shapes = state_shapes(metadata.variant, metadata.resolution, metadata.downsample_ratio)
