@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 
 from rvm import formats
+from rvm.compare import compare
 from rvm.errors import UsageError
+from rvm.exporters import export
+from rvm.formats import ExportOptions
+from rvm.runtimes.pytorch import PyTorchRuntime
 
 from .conftest import CLIPS, need
 
 FRAMES = 8  # recurrent frames compared in these tests (the 58-frame numbers are in the README)
 STATIC_SIZE, STATIC_RATIO = (324, 184), 0.5  # person_a upscaled 2x, as export validation runs it
+STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
 
 
 def calibration() -> str:
@@ -21,6 +26,25 @@ def calibration() -> str:
 def failures(result, fmt: str, precision: str):
     """What of `result` exceeds the registry's bounds for this format and precision."""
     return result.failures(formats.get(fmt).tolerance(precision))
+
+
+def export_each_precision(model, fmt: str, folder, **options) -> dict:
+    """{precision: path} of the format's static artifacts, each exported once: fp32 through export validation,
+    the others left to the tests to compare; int8 calibrated on `calibration()`."""
+    return {precision: export(model, fmt, precision, folder, options=ExportOptions(
+                **STATIC, validate=precision == "fp32", validation_frames=3,
+                calibration=calibration() if precision == "int8" else None, **options))
+            for precision in formats.get(fmt).precisions}
+
+
+def compare_and_reject_a_lost_state(model, runtime, frames, fmt: str, precision: str, ratio=STATIC_RATIO):
+    """The comparison of `runtime` with PyTorch over `frames`, asserted within the registry's bounds, and the same
+    runtime with its state zeroed every frame asserted outside them: the bounds can fail."""
+    result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, ratio)
+    assert failures(result, fmt, precision) == [], result.as_dict()
+    broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), frames, ratio)
+    assert failures(broken, fmt, precision), ("a lost state passed the bounds", broken.as_dict())
+    return result
 
 
 def assert_state_round_trips(runtime, frames, ratio=None, shapes=None) -> None:

@@ -93,6 +93,13 @@ def frames():
     return clip_frames()
 
 
+@pytest.fixture(scope="session")
+def stateless_clip():
+    """person_a upscaled 2x to the static artifacts' 324x184, 20 frames as the parity suite's stateless run (the
+    length the quantized bounds are set against)."""
+    return validation_frames(20, need(CLIPS / "person_a.mp4"))
+
+
 @pytest.fixture(scope="module")
 def reference(model, frames):
     outputs = pytorch_outputs(model, frames)

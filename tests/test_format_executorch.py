@@ -9,56 +9,38 @@ import pytest
 pytest.importorskip("executorch", reason="executorch is not installed: pip install 'rvm-toolkit[executorch]'")
 
 from rvm import formats  # noqa: E402
-from rvm.compare import compare  # noqa: E402
 from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
 from rvm.exporters.executorch import delegation_report, describe  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
-from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 
 from .artifact_helpers import (  # noqa: E402
+    STATIC,
     STATIC_RATIO,
     STATIC_SIZE,
-    StateZeroedEveryFrame,
     assert_refuses_other_sizes,
     assert_state_round_trips,
-    calibration,
-    failures,
+    compare_and_reject_a_lost_state,
+    export_each_precision,
 )
 
 PRECISIONS = formats.get("executorch").precisions
-STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
-FRAMES = 20  # as the parity suite's stateless run
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return validation_frames(FRAMES)  # person_a upscaled 2x: 324x184
 
 
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory):
-    """Each precision exported once; fp32 through export validation, int8 compared below."""
-    folder = tmp_path_factory.mktemp("executorch")
-    return {p: export(model, "executorch", p, folder,
-                      options=ExportOptions(**STATIC, validate=p == "fp32", validation_frames=3,
-                                            calibration=calibration() if p == "int8" else None))
-            for p in PRECISIONS}
+    return export_each_precision(model, "executorch", tmp_path_factory.mktemp("executorch"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, clip, precision):
+def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, stateless_clip, precision):
     with load(artifacts[precision], device="cpu") as runtime:
-        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
-        assert failures(result, "executorch", precision) == [], (result.pha_max, result.pha_mean, result.fgr_max)
-        if precision == "fp32":
-            assert result.pha_max <= 1e-4 and result.fgr_max <= 1e-4
-        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
-    assert failures(broken, "executorch", precision), (broken.pha_mean, broken.fgr_mean, broken.metrics.mad)
+        result = compare_and_reject_a_lost_state(model, runtime, stateless_clip, "executorch", precision)
+    if precision == "fp32":
+        assert result.pha_max <= 1e-4 and result.fgr_max <= 1e-4
 
 
 @pytest.mark.slow
@@ -102,9 +84,10 @@ def test_contract_metadata_and_spec(artifacts):
         assert metadata.downsample_ratio == STATIC_RATIO and runtime.info.fixed_resolution == STATIC_SIZE
 
 
-def test_state_round_trips_and_other_sizes_refused(artifacts, clip):
+def test_state_round_trips_and_other_sizes_refused(artifacts, stateless_clip):
     with load(artifacts["fp32"], device="cpu") as runtime:
-        assert_state_round_trips(runtime, clip[:3], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+        assert_state_round_trips(runtime, stateless_clip[:3],
+                                 shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
         assert_refuses_other_sizes(runtime)
 
 

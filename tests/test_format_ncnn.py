@@ -9,51 +9,36 @@ pytest.importorskip("pnnx", reason="pnnx is not installed: pip install 'rvm-tool
 pytest.importorskip("ncnn", reason="ncnn is not installed: pip install 'rvm-toolkit[ncnn]'")
 
 from rvm import formats  # noqa: E402
-from rvm.compare import compare  # noqa: E402
 from rvm.errors import UsageError  # noqa: E402
 from rvm.exporters import export  # noqa: E402
 from rvm.formats import NCNN_PARAM_FILE, ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
-from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 
 from .artifact_helpers import (  # noqa: E402
+    STATIC,
     STATIC_RATIO,
     STATIC_SIZE,
-    StateZeroedEveryFrame,
     assert_refuses_other_sizes,
     assert_state_round_trips,
-    failures,
+    compare_and_reject_a_lost_state,
+    export_each_precision,
 )
 
 PRECISIONS = formats.get("ncnn").precisions
-STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
-FRAMES = 20  # as the parity suite's stateless run
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return validation_frames(FRAMES)  # person_a upscaled 2x: 324x184
 
 
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory):
-    """Each precision exported once; fp32 through export validation, fp16 compared below."""
-    folder = tmp_path_factory.mktemp("ncnn")
-    return {p: export(model, "ncnn", p, folder, options=ExportOptions(**STATIC, validate=p == "fp32",
-                                                                      validation_frames=3)) for p in PRECISIONS}
+    return export_each_precision(model, "ncnn", tmp_path_factory.mktemp("ncnn"))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, clip, precision):
+def test_within_tolerance_and_the_bounds_reject_a_lost_state(model, artifacts, stateless_clip, precision):
     with load(artifacts[precision], device="cpu") as runtime:
-        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
-        assert failures(result, "ncnn", precision) == [], (result.pha_max, result.pha_mean, result.fgr_max)
-        if precision == "fp32":
-            assert result.pha_max <= 1e-4 and result.fgr_max <= 1e-4
-        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
-    assert failures(broken, "ncnn", precision), (broken.pha_mean, broken.fgr_mean)
+        result = compare_and_reject_a_lost_state(model, runtime, stateless_clip, "ncnn", precision)
+    if precision == "fp32":
+        assert result.pha_max <= 1e-4 and result.fgr_max <= 1e-4
 
 
 def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
@@ -74,9 +59,10 @@ def test_contract_names_state_in_the_graph_metadata_and_spec(artifacts):
         assert metadata.precision == "fp32" and metadata.resolution == STATIC_SIZE and "pnnx" in metadata.versions
 
 
-def test_state_round_trips_and_other_sizes_refused(artifacts, clip):
+def test_state_round_trips_and_other_sizes_refused(artifacts, stateless_clip):
     with load(artifacts["fp32"], device="cpu") as runtime:
-        assert_state_round_trips(runtime, clip[:2], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+        assert_state_round_trips(runtime, stateless_clip[:2],
+                                 shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
         assert_refuses_other_sizes(runtime)
 
 

@@ -8,17 +8,12 @@ import pytest
 import torch
 
 from rvm import formats
-from rvm.compare import compare
 from rvm.errors import BackendUnavailable, MissingDependency, UsageError
 from rvm.exporters import export
 from rvm.formats import ExportOptions
-from rvm.media.samples import validation_frames
 from rvm.runtimes import load
-from rvm.runtimes.pytorch import PyTorchRuntime
 
-from .artifact_helpers import STATIC_RATIO, STATIC_SIZE, StateZeroedEveryFrame, failures
-
-STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
+from .artifact_helpers import STATIC, STATIC_SIZE, compare_and_reject_a_lost_state
 
 
 def why_not() -> str:
@@ -75,14 +70,10 @@ def test_registry_entry():
 @pytest.mark.gpu
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ("fp16", "fp32"))
-def test_engine_matches_pytorch_and_needs_its_state(model, tmp_path, precision):
+def test_engine_matches_pytorch_and_needs_its_state(model, tmp_path, stateless_clip, precision):
     path = export(model, "tensorrt", precision, tmp_path, options=ExportOptions(**STATIC, validation_frames=3))
-    frames = validation_frames(20)
     with load(path, device="cuda") as runtime:
         assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.metadata.details["device"]
-        result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, STATIC_RATIO)
-        assert failures(result, "tensorrt", precision) == [], (result.pha_max, result.pha_mean)
-        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), frames, STATIC_RATIO)
-        assert failures(broken, "tensorrt", precision)
+        compare_and_reject_a_lost_state(model, runtime, stateless_clip, "tensorrt", precision)
         with pytest.raises(UsageError, match="takes 324x184 frames only"):
             runtime.step(np.zeros((180, 320, 3), np.uint8))

@@ -15,49 +15,35 @@ from rvm.exporters import export  # noqa: E402
 from rvm.exporters.tflite import convert, crop_for_exact_resize, gpu_incompatible_ops, op_names  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.iospec import spec_path, state_shapes  # noqa: E402
-from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
 from rvm.runtimes.tflite import TFLiteRuntime  # noqa: E402
 
 from .artifact_helpers import (  # noqa: E402
+    STATIC,
     STATIC_RATIO,
     STATIC_SIZE,
     StateZeroedEveryFrame,
     assert_refuses_other_sizes,
     assert_state_round_trips,
-    calibration,
+    export_each_precision,
     failures,
 )
 
 PRECISIONS = formats.get("tflite").precisions
-STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
-FRAMES = 20  # as the parity suite's stateless run: full-integer int8's bounds are set against it
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return validation_frames(FRAMES)  # person_a upscaled 2x: 324x184
 
 
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory):
-    """Each precision exported once; fp32 through export validation, the rest compared below."""
-    folder = tmp_path_factory.mktemp("tflite")
-    paths = {}
-    for precision in PRECISIONS:
-        options = ExportOptions(**STATIC, validate=precision == "fp32", validation_frames=3,
-                                calibration=calibration() if precision == "int8" else None)
-        paths[precision] = export(model, "tflite", precision, folder, options=options)
-    return paths
+    return export_each_precision(model, "tflite", tmp_path_factory.mktemp("tflite"))
 
 
 @pytest.fixture(scope="module")
-def comparisons(model, artifacts, clip):
+def comparisons(model, artifacts, stateless_clip):
     results = {}
     for precision, path in artifacts.items():
         with load(path, device="cpu") as runtime:
-            results[precision] = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
+            results[precision] = compare(PyTorchRuntime(model, device="cpu"), runtime, stateless_clip, STATIC_RATIO)
     return results
 
 
@@ -73,17 +59,18 @@ def test_fp32_within_1e4_of_pytorch(comparisons):
 
 @pytest.mark.parametrize("kernels", ("builtin", "reference"))
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_other_kernel_paths_within_tolerance(model, artifacts, clip, kernels, precision):
+def test_other_kernel_paths_within_tolerance(model, artifacts, stateless_clip, kernels, precision):
     """LiteRT's own kernels without XNNPACK, and its reference kernels, hold the same bounds (8 frames)."""
     with TFLiteRuntime(artifacts[precision], kernels=kernels) as runtime:
-        result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip[:8], STATIC_RATIO)
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, stateless_clip[:8], STATIC_RATIO)
     assert failures(result, "tflite", precision) == [], (kernels, result.pha_max, result.pha_mean, result.fgr_mean)
 
 
-def test_int8_bounds_reject_a_lost_state(model, artifacts, clip):
+def test_int8_bounds_reject_a_lost_state(model, artifacts, stateless_clip):
     """Full-integer int8 keeps little of the state: its mean bound is the one with the thinnest margin."""
     with load(artifacts["int8"], device="cpu") as runtime:
-        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
+        broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), stateless_clip,
+                         STATIC_RATIO)
     assert failures(broken, "tflite", "int8"), (broken.pha_mean, broken.fgr_mean)
 
 
@@ -135,10 +122,11 @@ def test_metadata_inside_and_io_spec_beside(artifacts):
         assert metadata.downsample_ratio == STATIC_RATIO and "tensorflow" in metadata.versions
 
 
-def test_state_round_trips_and_other_sizes_refused(artifacts, clip):
+def test_state_round_trips_and_other_sizes_refused(artifacts, stateless_clip):
     with load(artifacts["fp16"], device="cpu") as runtime:
         assert runtime.info.baked_downsample_ratio == STATIC_RATIO
-        assert_state_round_trips(runtime, clip[:2], shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
+        assert_state_round_trips(runtime, stateless_clip[:2],
+                                 shapes=state_shapes("mobilenetv3", STATIC_SIZE, STATIC_RATIO))
         assert_refuses_other_sizes(runtime)
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from rvm import formats
 from rvm.commands.cli import main as rvm_main
-from rvm.compare import compare
 from rvm.errors import UsageError
 from rvm.exporters import export
 from rvm.exporters.onnx import trace_to_onnx
@@ -24,10 +23,9 @@ from .artifact_helpers import (
     FRAMES,
     STATIC_RATIO,
     STATIC_SIZE,
-    StateZeroedEveryFrame,
     assert_refuses_other_sizes,
     assert_state_round_trips,
-    failures,
+    compare_and_reject_a_lost_state,
 )
 from .conftest import OFFICIAL_ONNX, need
 
@@ -87,10 +85,7 @@ def test_io_spec_says_what_to_feed(static_onnx):
 def test_runtime_matches_pytorch_keeps_its_state_and_refuses_other_sizes(static_onnx, model, clip):
     runtime = load(static_onnx, device="cpu")
     assert runtime.info.fixed_resolution == STATIC_SIZE and runtime.info.baked_downsample_ratio == STATIC_RATIO
-    result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, STATIC_RATIO)
-    assert failures(result, "onnx", "fp32") == []
-    broken = compare(PyTorchRuntime(model, device="cpu"), StateZeroedEveryFrame(runtime), clip, STATIC_RATIO)
-    assert failures(broken, "onnx", "fp32"), "a runtime that loses its state must fail the fp32 bounds"
+    compare_and_reject_a_lost_state(model, runtime, clip, "onnx", "fp32")
     assert_refuses_other_sizes(runtime)
     assert_state_round_trips(runtime, clip[:3], shapes=true_states())
 
