@@ -4,14 +4,20 @@ The recurrent states stay on the device between frames: they are ORT values boun
 so on CUDA only the frame goes up and fgr/pha come down. The first frame gets `[1,1,1,1]` zero states,
 as the contract says third-party code does. fp16 artifacts take fp16 src/states and an fp32 ratio;
 which one a file is comes from its input types, so the official downloads (no metadata) work too.
+
+On the CPU our fp32 and int8 graphs run without their last full-resolution operators: the session stops at the
+guided filter's low-resolution coefficients and `full_resolution.FusedFullResolutionStep` upsamples and applies
+them in one pass over the frame (1080p at ratio 0.25: the refiner's ~30 ms become ~8). The artifact itself is
+unchanged, a drop-in for the official file; `full_resolution_step="graph"` runs it whole.
 """
+import importlib.util
 import logging
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
-from rvm.errors import ArtifactError, BackendUnavailable, UsageError
+from rvm.errors import ArtifactError, BackendUnavailable, MissingDependency, UsageError
 from rvm.metadata import ArtifactMetadata
 
 from .base import Runtime, RuntimeInfo, SettingsSweep
@@ -19,6 +25,8 @@ from .base import Runtime, RuntimeInfo, SettingsSweep
 log = logging.getLogger(__name__)
 ELEMENT_TYPES = {"tensor(float)": (np.float32, "fp32"), "tensor(float16)": (np.float16, "fp16")}
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+FULL_RESOLUTION_STEPS = ("auto", "fused", "graph")
+LUMA = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / 3, 1 / 3, 1 / 3]], np.float32)  # [src, mean(src)]
 
 
 def physical_cores() -> int:
@@ -64,11 +72,92 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
+def full_resolution_coefficients(model) -> Optional[Tuple[str, str]]:
+    """(a, b): the names of the guided filter's low-resolution coefficients when the graph ends in the
+    full-resolution step as our exports write it (`rvm.model.refiners.apply_coefficients`), float32:
+    `fgr, pha = Split[3, 1](Clip(Resize(a) * Reshape(MatMul(LUMA, Reshape(src))) + Resize(b), 0, 1))`.
+    None for any other ending: the official downloads, fp16 graphs, a graph edited by hand."""
+    from onnx import TensorProto, numpy_helper
+    graph = model.graph
+    producer = {output: node for node in graph.node for output in node.output}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
+                      if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"})
+
+    def made_by(name: str, op_type: str):
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op_type else None
+
+    def attributes(node) -> dict:
+        from onnx import helper
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def constant(name: str, expected) -> bool:
+        value = constants.get(name)
+        return value is not None and value.shape == np.shape(expected) and np.array_equal(value, expected)
+
+    outputs = [o.name for o in graph.output]
+    src = graph.input[0]
+    split = made_by(outputs[0], "Split")
+    if split is None or list(split.output) != outputs[:2] or src.type.tensor_type.elem_type != TensorProto.FLOAT:
+        return None
+    sizes = constants.get(split.input[1]) if len(split.input) > 1 else attributes(split).get("split")  # opset 13+
+    if attributes(split).get("axis") != 1 or sizes is None or list(sizes) != [3, 1]:
+        return None
+    clip = made_by(split.input[0], "Clip")
+    if clip is None or len(clip.input) != 3 or not (constant(clip.input[1], np.float32(0))
+                                                    and constant(clip.input[2], np.float32(1))):
+        return None
+    add = made_by(clip.input[0], "Add")
+    if add is None:
+        return None
+    multiply = next((made_by(name, "Mul") for name in add.input if made_by(name, "Mul")), None)
+    resize_b = next((made_by(name, "Resize") for name in add.input if made_by(name, "Resize")), None)
+    if multiply is None or resize_b is None:
+        return None
+    resize_a = next((made_by(name, "Resize") for name in multiply.input if made_by(name, "Resize")), None)
+    guide = next((made_by(name, "Reshape") for name in multiply.input if made_by(name, "Reshape")), None)
+    luma = guide is not None and made_by(guide.input[0], "MatMul")
+    flat_src = luma and made_by(luma.input[1], "Reshape")
+    if resize_a is None or not flat_src or flat_src.input[0] != src.name or not constant(luma.input[0], LUMA):
+        return None
+    for resize in (resize_a, resize_b):
+        settings = attributes(resize)
+        if settings.get("mode") != b"linear" or settings.get("coordinate_transformation_mode") not in (
+                b"pytorch_half_pixel", b"half_pixel"):
+            return None
+    return resize_a.input[0], resize_b.input[0]
+
+
+def without_full_resolution_step(model, coefficients: Tuple[str, str]):
+    """The graph ending at the coefficients (a, b) and the states: what leads only to fgr and pha is dropped."""
+    from onnx import TensorProto, helper
+    keep = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in coefficients]
+    keep += list(model.graph.output[2:])
+    producer = {output: node for node in model.graph.node for output in node.output}
+    needed, pending = set(), [value.name for value in keep]
+    while pending:
+        node = producer.get(pending.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            pending.extend(node.input)
+    nodes = [node for node in model.graph.node if id(node) in needed]
+    used = {name for node in nodes for name in node.input}
+    graph = helper.make_graph(nodes, model.graph.name, list(model.graph.input), keep,
+                              [t for t in model.graph.initializer if t.name in used])
+    cut = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    cut.metadata_props.extend(model.metadata_props)
+    return cut
+
+
 class OnnxRuntime(Runtime):
     backend = "onnx"
 
-    def __init__(self, session, path=None, **options):
+    def __init__(self, session, path=None, full_resolution_step=None, **options):
+        """`full_resolution_step`: a `FusedFullResolutionStep` when `session` runs the graph without it (its
+        first two outputs are then the coefficients a and b)."""
         self.session = session
+        self.full_resolution_step = full_resolution_step
         inputs, outputs = session.get_inputs(), session.get_outputs()
         # static graphs (ratio baked) have no downsample_ratio input
         if len(inputs) not in (len(ONNX_INPUTS), len(ONNX_INPUTS) - 1) or len(outputs) != len(ONNX_OUTPUTS):
@@ -101,18 +190,53 @@ class OnnxRuntime(Runtime):
     @classmethod
     def from_path(cls, path, device: str = "auto", graph_optimization: str = "all",
                   intra_op_threads: Optional[int] = None, spinning: bool = False, threads: Optional[int] = None,
-                  **options):
+                  full_resolution_step: str = "auto", profile_file_prefix: Optional[str] = None, **options):
         """`graph_optimization` (disable/basic/extended/all), `intra_op_threads` (`threads` when not given) and
-        `spinning` tune the session."""
+        `spinning` tune the session. `full_resolution_step`: `fused` runs the guided filter's last step in one
+        pass (CPU, our fp32/int8 graphs, Numba), `graph` as the graph's operators, `auto` fused where it can be.
+        `profile_file_prefix` turns ONNX Runtime's profiler on (`rvm profile`)."""
         import onnxruntime as ort
+        if full_resolution_step not in FULL_RESOLUTION_STEPS:
+            raise UsageError(f"full_resolution_step must be one of {', '.join(FULL_RESOLUTION_STEPS)}, "
+                             f"got {full_resolution_step!r}")
         providers = providers_for(device)
-        session = ort.InferenceSession(str(path), session_options(graph_optimization, intra_op_threads or threads,
-                                                                  spinning),
-                                       providers=providers)
+        settings = session_options(graph_optimization, intra_op_threads or threads, spinning)
+        if profile_file_prefix is not None:
+            settings.enable_profiling, settings.profile_file_prefix = True, profile_file_prefix
+        model, step = str(path), None
+        if full_resolution_step != "graph" and providers == ["CPUExecutionProvider"]:
+            model, step = cls._fuse(path, full_resolution_step == "fused", settings.intra_op_num_threads)
+        elif full_resolution_step == "fused":
+            raise UsageError("the fused full-resolution step runs on the CPU only: use --device cpu or "
+                             "full_resolution_step='auto'")
+        session = ort.InferenceSession(model, settings, providers=providers)
         if device.startswith("cuda") and session.get_providers()[0] != "CUDAExecutionProvider":
             raise BackendUnavailable(f"onnxruntime could not start CUDA for {path} (see its log above): "
                                      f"check the CUDA/cuDNN install or use --device cpu")
-        return cls(session, path=str(path), **options)
+        return cls(session, path=str(path), full_resolution_step=step, **options)
+
+    @staticmethod
+    def _fuse(path, required: bool, threads: int):
+        """(what the session loads, the fused step or None): the graph without its full-resolution step where it
+        has ours and Numba is installed; else the file as it is (`required`: else a one-line error)."""
+        if importlib.util.find_spec("numba") is None or importlib.util.find_spec("onnx") is None:
+            if required:
+                raise MissingDependency("the fused full-resolution step", "onnx", "numba")
+            return str(path), None
+        import onnx
+
+        from .full_resolution import FusedFullResolutionStep
+        model = onnx.load(str(path))
+        coefficients = full_resolution_coefficients(model)
+        if coefficients is None:
+            if required:
+                raise UsageError(f"{path}: this graph does not end in the guided filter's full-resolution step as "
+                                 f"our exports write it (an official download, fp16, or edited): nothing to fuse; "
+                                 f"use full_resolution_step='graph'")
+            log.debug("%s: no fusable full-resolution step; running the graph as it is", path)
+            return str(path), None
+        log.debug("%s: full-resolution step fused (coefficients %s, %s)", path, *coefficients)
+        return without_full_resolution_step(model, coefficients).SerializeToString(), FusedFullResolutionStep(threads)
 
     @classmethod
     def settings_sweeps(cls):
@@ -125,7 +249,13 @@ class OnnxRuntime(Runtime):
             "onnx_cpu_settings", "ONNX Runtime CPU settings, our fp32 export (defaults: all, one thread per physical "
                                  "core, no spinning):",
             (("graph_optimization", "graph optimisation"), ("intra_op_threads", "intra-op threads"),
-             ("spinning", "spinning")), tuple(settings))]
+             ("spinning", "spinning")), tuple(settings)),
+            SettingsSweep(
+                "onnx_full_resolution_step", "ONNX Runtime, the guided filter's full-resolution step fused in one "
+                                             "pass or run as the graph's operators, our static fp32 export "
+                                             "(default: fused where Numba is installed):",
+                (("full_resolution_step", "full-resolution step"),),
+                tuple({"full_resolution_step": step} for step in ("fused", "graph")), static=True)]
 
     def _ort_value(self, array: np.ndarray):
         import onnxruntime as ort
@@ -133,6 +263,8 @@ class OnnxRuntime(Runtime):
                                                 self.device_id)
 
     def _run(self, src, state, downsample_ratio):
+        if self.full_resolution_step is not None:
+            return self._run_fused(src, state, downsample_ratio)
         if state is None:
             state = [self._ort_value(np.zeros(shape, self.dtype)) for shape in self.initial_shapes]
         binding = self.session.io_binding()
@@ -153,6 +285,24 @@ class OnnxRuntime(Runtime):
         new_state = binding.get_outputs()[2:]
         return fgr.astype(np.float32, copy=False), pha.astype(np.float32, copy=False), new_state
 
+    def _run_fused(self, src, state, downsample_ratio):
+        """The session up to the coefficients a and b, then the fused step over the frame."""
+        if state is None:
+            state = [self._ort_value(np.zeros(shape, np.float32)) for shape in self.initial_shapes]
+        src = np.ascontiguousarray(src, np.float32)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_names[0], src)
+        for name, value in zip(self.input_names[1:5], state):
+            binding.bind_ortvalue_input(name, value)
+        if not self.static:
+            binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        a, b, *new_state = binding.get_outputs()
+        fgr, pha = self.full_resolution_step(a.numpy(), b.numpy(), src)
+        return fgr, pha, new_state
+
     def _state_to_numpy(self, state):
         return [value.numpy() for value in state]
 
@@ -160,4 +310,6 @@ class OnnxRuntime(Runtime):
         return [self._ort_value(a) for a in arrays]
 
     def close(self) -> None:
+        if self.full_resolution_step is not None:
+            self.full_resolution_step.close()
         self.session = None

@@ -54,6 +54,7 @@ def test_onnx_blocks(artifacts, src, kind):
     profile = onnx_profile(artifacts[kind], src, RATIO, FRAMES)
     assert_every_block_timed(profile)
     assert ("static" in profile.name) == (kind == "static")
+    assert "fused step" in profile.name  # the refiner's time includes the fused step, run outside the session
 
 
 @pytest.mark.parametrize("name, block", [

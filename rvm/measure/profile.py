@@ -27,8 +27,9 @@ from rvm.errors import UsageError
 
 log = logging.getLogger(__name__)
 
+REFINER = "refiner"  # also where the fused full-resolution step, outside the ONNX session, is counted
 BLOCKS = ("backbone", "aspp", "decoder.decode4", "decoder.decode3", "decoder.decode2", "decoder.decode1",
-          "decoder.decode0", "project_mat", "refiner")
+          "decoder.decode0", "project_mat", REFINER)
 OTHER = "other"
 WARMUP = 2  # runs left out: the first allocate buffers and pick kernels
 
@@ -192,20 +193,20 @@ def pytorch_profile(model, src: np.ndarray, ratio: float, frames: int) -> Profil
 
 
 def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimization: str = "all") -> Profile:
-    """An ONNX artifact in ONNX Runtime (CPU, the session settings `Runtime.load` uses), its node times summed
-    per block over the profiled runs."""
-    import onnxruntime as ort
-
-    from rvm.runtimes.onnxruntime import OnnxRuntime, session_options
+    """An ONNX artifact in ONNX Runtime as `Runtime.load` runs it on the CPU (its session settings; the guided
+    filter's full-resolution step fused where it is, its time added to the refiner's), the session's node times
+    summed per block over the profiled runs."""
+    from rvm.runtimes.onnxruntime import OnnxRuntime
     path = onnx_file(path)
     with tempfile.TemporaryDirectory(prefix="rvm-profile-") as folder:
-        options = session_options(graph_optimization)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "ort")
-        runtime = OnnxRuntime(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]),
-                              path=str(path))
-        frame_seconds = timed_frames(runtime, src, ratio, WARMUP + frames)[WARMUP:]
+        runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=graph_optimization,
+                                        profile_file_prefix=str(Path(folder) / "ort"))
+        fused = runtime.full_resolution_step
+        timed_frames(runtime, src, ratio, WARMUP)
+        fused_seconds = fused.seconds if fused else 0.0
+        frame_seconds = timed_frames(runtime, src, ratio, frames)
         events = json.loads(Path(runtime.session.end_profiling()).read_text())
+        runtime.close()
     runs = sorted(event["ts"] for event in events if event.get("cat") == "Session" and event["name"] == "model_run")
     if len(runs) != WARMUP + frames:
         raise RuntimeError(f"ONNX Runtime's profile of {path.name} has {len(runs)} runs, expected {WARMUP + frames}")
@@ -213,7 +214,9 @@ def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimiz
     for event in events:  # node events are named "<node>_kernel_time"
         if event.get("cat") == "Node" and event["ts"] >= runs[WARMUP] and event["name"].endswith("_kernel_time"):
             block_us[block_of_node(event["name"])] += event["dur"]
-    precision = runtime.info.precision + (" static" if runtime.static else "")
+    if fused:
+        block_us[REFINER] += 1e6 * (fused.seconds - fused_seconds)
+    precision = runtime.info.precision + (" static" if runtime.static else "") + (", fused step" if fused else "")
     return Profile(f"{path.name} ({precision})", 1000 * statistics.median(frame_seconds),
                    {block: us / 1000 / frames for block, us in block_us.items()})
 
