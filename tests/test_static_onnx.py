@@ -11,7 +11,7 @@ from rvm import formats
 from rvm.commands.cli import main as rvm_main
 from rvm.errors import UsageError
 from rvm.exporters import export
-from rvm.exporters.onnx import trace_to_onnx
+from rvm.exporters.onnx import inferred_shapes, trace_to_onnx, without_identity_slices
 from rvm.exporters.tensorrt_check import tensorrt_problems
 from rvm.formats import ExportOptions
 from rvm.iospec import spec_path, state_shapes
@@ -61,6 +61,33 @@ def test_graph_is_static_and_tensorrt_ready(static_onnx):
     assert not {"Shape", "Gather", "ConstantOfShape"} & {n.op_type for n in graph.graph.node}
     metadata = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(metadata["static"]) is True and float(metadata["downsample_ratio"]) == STATIC_RATIO
+
+
+def test_no_slice_copies_a_whole_map(static_onnx):
+    graph = onnx.load(str(static_onnx))
+    shapes = inferred_shapes(graph)
+    slices = [n for n in graph.graph.node if n.op_type == "Slice"]
+    assert slices and all(shapes[n.input[0]] != shapes[n.output[0]] for n in slices)  # the real crops stay
+
+
+def test_identity_slices_dropped_and_nothing_else():
+    """Of a slice keeping all of its input, one cropping a row and one reversing the rows (the same shape, other
+    values), only the first is dropped, and its reader reads the input."""
+    from onnx import TensorProto, helper, numpy_helper
+    constant = lambda name, values: numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    nodes = [helper.make_node("Slice", ["x", "zero", "four", "axis"], ["whole"]),
+             helper.make_node("Slice", ["whole", "zero", "three", "axis"], ["crop"]),
+             helper.make_node("Slice", ["x", "last", "before_first", "axis", "back"], ["reversed"]),
+             helper.make_node("Add", ["crop", "crop"], ["y"]), helper.make_node("Add", ["reversed", "x"], ["z"])]
+    graph = helper.make_model(helper.make_graph(
+        nodes, "slices", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 5])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("y", "z")],
+        [constant("zero", [0]), constant("four", [4]), constant("three", [3]), constant("axis", [2]),
+         constant("last", [-1]), constant("before_first", [-5]), constant("back", [-1])]),
+        opset_imports=[helper.make_opsetid("", 12)])
+    pruned = without_identity_slices(graph)
+    assert [n.output[0] for n in pruned.graph.node if n.op_type == "Slice"] == ["crop", "reversed"]
+    assert next(n for n in pruned.graph.node if n.output[0] == "crop").input[0] == "x"
 
 
 def test_checker_rejects_dynamic_graphs(model):
