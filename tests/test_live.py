@@ -380,8 +380,10 @@ def test_sinks_that_cannot_start_fail_in_one_line_before_capture(clip, onnx_mode
                  ("--output-alpha", "taken.mp4"): "already exists: pass --overwrite"}
         if not any(Path("/sys/class/video4linux").glob("video*")):
             cases[("--virtual-camera",)] = "sudo modprobe v4l2loopback"
+        cases[("--preview",)] = "no display for --preview: "  # as on a server or over ssh without X forwarding
+        no_display = {k: v for k, v in os.environ.items() if not k.startswith("RVM_") and k != "DISPLAY"}
         for flags, message in cases.items():
-            process = rvm("--input-source", clip, "--model", onnx_model, *flags, cwd=tmp_path)
+            process = rvm("--input-source", clip, "--model", onnx_model, *flags, cwd=tmp_path, env=no_display)
             _, err = process.communicate(timeout=120)
             lines = err.decode().strip().splitlines()
             assert process.returncode == 2 and message in lines[-1] and lines[-1].startswith("rvm: error:"), lines

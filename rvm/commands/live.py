@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
                             "/dev/video10)")
     sinks.add_argument("--page", action="store_true",
                        help="serve a page of the RGBA matte on a transparent background (OBS Browser Source)")
+    sinks.add_argument("--preview", action="store_true",
+                       help="show the composition on --background in a window (needs a display; in the window q or "
+                            "Escape stops, r resets the recurrent state)")
     sinks.add_argument("--host", default="127.0.0.1", help="address the page binds (default %(default)s)")
     sinks.add_argument("--port", type=int, default=8765, help="port of the page (default %(default)s; 0: any free)")
     sinks.add_argument("--output-composition", help="record the composition on --background")
@@ -55,7 +58,7 @@ def add_arguments(parser) -> None:
                        help="raw RGBA frames on stdout for FFmpeg or GStreamer (size and rate on stderr)")
     sinks.add_argument("--background", metavar="COLOR|IMAGE|VIDEO|blur",
                        help="composition background: R,G,B, #rrggbb, a colour name, an image, a video, or blur "
-                            "(the camera's own background blurred; default for the virtual camera)")
+                            "(the camera's own background blurred; default for the virtual camera and the preview)")
     sinks.add_argument("--overwrite", action="store_true", help="replace recordings that exist")
     run = parser.add_argument_group("running")
     run.add_argument("--stats", metavar="FILE", help="keep the counters and latencies as JSON in FILE (every second)")
@@ -85,10 +88,13 @@ def load_model(args, source):
 
 def build_sinks(args, source_name: str):
     from rvm.live.page import PageSink
+    from rvm.live.preview import PreviewSink
     from rvm.live.sinks import BLUR, RawSink, RecordingSink, VirtualCameraSink
     sinks = []
     if args.virtual_camera is not None:
         sinks.append(VirtualCameraSink(args.background or BLUR, device=args.virtual_camera))
+    if args.preview:
+        sinks.append(PreviewSink(args.background or BLUR))
     if args.page:
         sinks.append(PageSink(args.host, args.port))
     for kind in RECORDINGS:
@@ -137,7 +143,7 @@ def read_keys(session, descriptor: int) -> None:
                 session.reset()
                 log.info("recurrent state reset")
             elif key == b"q":
-                session.stop_requested.set()
+                session.end()
                 return
 
 
@@ -161,7 +167,6 @@ def run_session(session, duration, stats_path, show_status: bool) -> dict:
     """Run until the input ends, `duration` passes, `q`, Ctrl+C or SIGTERM; then stop, finalising every sink (a
     second Ctrl+C while the sinks close does not cut a recording short: the stop is bounded)."""
     from rvm.live.stats import status_line
-    session.stop_requested = threading.Event()
     tty = sys.stderr.isatty()
     with on_signals(signal.default_int_handler):  # SIGTERM too: as Ctrl+C
         session.start()  # a Ctrl+C in here: start() closes what it opened, and the command reports it (exit 130)
@@ -170,7 +175,7 @@ def run_session(session, duration, stats_path, show_status: bool) -> dict:
                 threading.Thread(target=read_keys, args=(session, descriptor), name="rvm-live-keys",
                                  daemon=True).start()
             deadline = None if duration is None else time.perf_counter() + duration
-            while not session.wait(STATUS_EVERY_S) and not session.stop_requested.is_set():
+            while not session.wait(STATUS_EVERY_S):
                 snapshot = session.stats()
                 if stats_path is not None:
                     write_stats(stats_path, snapshot)
@@ -206,7 +211,7 @@ def command(args) -> int:
     source = open_live_source(args.input_source, args.resolution, args.fps, args.loop)
     sinks = build_sinks(args, source.name)
     if not sinks:
-        raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-composition, "
+        raise UsageError("no sink: pass at least one of --virtual-camera, --preview, --page, --output-composition, "
                          "--output-alpha, --output-foreground, --output-rgba, --raw-stdout")
     runtime = load_model(args, source)
     try:

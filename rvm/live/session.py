@@ -87,7 +87,8 @@ class LiveSession:
     def __init__(self, source: LiveSource, runtime, sinks: Sequence[LiveSink], downsample_ratio="auto",
                  reconnect_s: float = 10.0):
         if not sinks:
-            raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-*, --raw-stdout")
+            raise UsageError("no sink: pass at least one of --virtual-camera, --preview, --page, --output-*, "
+                             "--raw-stdout")
         self.source, self.runtime, self.sinks = source, runtime, list(sinks)
         self.downsample_ratio = downsample_ratio
         self.reconnect_s = reconnect_s
@@ -135,8 +136,12 @@ class LiveSession:
         return self
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """True once the session ended by itself (the input ended, or a fault)."""
+        """True once the session ended by itself (the input ended, a fault, or `end()` was asked for)."""
         return self._finished.wait(timeout)
+
+    def end(self) -> None:
+        """Ask for the end from any thread (a preview window closed, `q`): `wait()` returns; `stop()` still stops."""
+        self._finished.set()
 
     def stop(self) -> None:
         """Stop every thread, close every sink (finalising recordings) and the source; re-raises a fault.
