@@ -8,6 +8,7 @@ is prepared, before capture starts.
 """
 import gc
 import logging
+import os
 import platform
 import threading
 from typing import Optional
@@ -19,6 +20,7 @@ from rvm.media.video import to_uint8_hwc
 
 log = logging.getLogger(__name__)
 REFRESH_MS = 5  # how often the window looks for a newer frame
+CONNECT_TIMEOUT_S = 10.0
 INSTEAD = "use --page (a browser shows it) or a recording (--output-composition) instead"
 
 
@@ -42,7 +44,10 @@ class PreviewSink(LiveSink):
             raise UsageError(f"no display for --preview: on macOS a Tk window cannot run beside the session; {INSTEAD}")
         self._thread = threading.Thread(target=self._window, name="rvm-live-preview", daemon=True)
         self._thread.start()
-        self._ready.wait()
+        if not self._ready.wait(CONNECT_TIMEOUT_S):  # a remote display that does not answer
+            self._closing.set()
+            raise UsageError(f"no display for --preview: {os.environ.get('DISPLAY', 'the display')} did not answer "
+                             f"within {CONNECT_TIMEOUT_S:g} s; {INSTEAD}")
         if self._failure is not None:
             raise UsageError(f"no display for --preview: {self._failure}; {INSTEAD}")
 
