@@ -2,6 +2,8 @@
 real frames and PyTorch's outputs on them."""
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -116,3 +118,40 @@ def browser_or_skip():
         pytest.skip("Debian's chromium is not installed (`apt-get install chromium`; .ci/run installs it)",
                     allow_module_level=True)
     return playwright.sync_playwright, chromium
+
+
+# The suite's one small tune (ONNX fp32 and int8 at 320x192, run as a user runs `rvm`: from a folder of their own,
+# records in a fresh cache folder, no RVM_VALIDATION_CLIP), checked by tests/test_tune.py and reused by the
+# `--model auto` tests of other verbs (live), so the suite tunes once
+TUNE = ["tune", "--resolution", "320x192", "--downsample-ratio", "0.5", "--backends", "onnx", "--precisions",
+        "fp32,int8", "--frames", "12", "--bench-frames", "4", "--repeats", "2", "--disable-progress"]
+
+
+def user_env(cache: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RVM_VALIDATION_CLIP"}
+    env.update(XDG_CACHE_HOME=str(cache), **extra)
+    return env
+
+
+def run_as_user(folder: Path, env: dict, *args, expect: int = 0) -> subprocess.CompletedProcess:
+    rvm = Path(sys.executable).parent / "rvm"
+    done = subprocess.run([str(rvm), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == expect, f"rvm {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def tuned_user(tmp_path_factory):
+    """(folder, cache, env, the tune's CompletedProcess, the work folders left in the records folder)."""
+    pytest.importorskip("onnxruntime", reason="the tune uses ONNX candidates: pip install 'rvm-toolkit[onnx]'")
+    from rvm import tuning
+    folder, cache = tmp_path_factory.mktemp("user"), tmp_path_factory.mktemp("cache")
+    env = user_env(cache)
+    # what a tune killed by a signal leaves (its process gone), and the work of one still running (this process)
+    records = cache / "rvm" / "tune" / tuning.fingerprint_key(tuning.fingerprint())
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (int(exited.stdout), os.getpid()):
+        (records / f".320x192_r0.5_cpu-pid{pid}-x" / "artifacts").mkdir(parents=True)
+    done = run_as_user(folder, env, *TUNE, "--plot", "speed.png")
+    left = sorted(p.name for p in records.iterdir() if p.name.startswith("."))
+    return folder, cache, env, done, left

@@ -18,39 +18,18 @@ from PIL import Image
 from rvm import formats, tuning
 from rvm.measure import tune as tuner
 
+from .conftest import run_as_user as run
+from .conftest import user_env
+
 pytest.importorskip("onnxruntime", reason="the tune tests use ONNX candidates: pip install 'rvm-toolkit[onnx]'")
 pytestmark = pytest.mark.slow
 
-RVM = Path(sys.executable).parent / "rvm"
-SIZE, RATIO = (320, 192), 0.5
-TUNE = ["tune", "--resolution", "320x192", "--downsample-ratio", "0.5", "--backends", "onnx", "--precisions",
-        "fp32,int8", "--frames", "12", "--bench-frames", "4", "--repeats", "2", "--disable-progress"]
+SIZE, RATIO = (320, 192), 0.5  # the size and ratio of the suite's one tune (`tuned_user` in conftest)
 
 
-def user_env(cache: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RVM_VALIDATION_CLIP"}
-    env.update(XDG_CACHE_HOME=str(cache), **extra)
-    return env
-
-
-def run(folder: Path, env: dict, *args, expect: int = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(RVM), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == expect, f"rvm {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def user(tmp_path_factory):
-    folder, cache = tmp_path_factory.mktemp("user"), tmp_path_factory.mktemp("cache")
-    env = user_env(cache)
-    # what a tune killed by a signal leaves (its process gone), and the work of one still running (this process)
-    records = cache / "rvm" / "tune" / tuning.fingerprint_key(tuning.fingerprint())
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    for pid in (int(exited.stdout), os.getpid()):
-        (records / f".320x192_r0.5_cpu-pid{pid}-x" / "artifacts").mkdir(parents=True)
-    done = run(folder, env, *TUNE, "--plot", "speed.png")
-    left = sorted(p.name for p in records.iterdir() if p.name.startswith("."))
-    return folder, cache, env, done, left
+@pytest.fixture
+def user(tuned_user):
+    return tuned_user
 
 
 def record_of(done) -> dict:

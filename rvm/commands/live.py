@@ -1,13 +1,16 @@
 """`rvm live`: a camera, stream or paced video file in; the matte out to a virtual camera, a local page (OBS
 Browser Source), recordings and/or raw RGBA on stdout, in real time (see docs/live.md)."""
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 from rvm import tuning
 from rvm.checkpoints import DEFAULT_CHECKPOINT
@@ -42,6 +45,9 @@ def add_arguments(parser) -> None:
                             "/dev/video10)")
     sinks.add_argument("--page", action="store_true",
                        help="serve a page of the RGBA matte on a transparent background (OBS Browser Source)")
+    sinks.add_argument("--preview", action="store_true",
+                       help="show the composition on --background in a window (needs a display; in the window q or "
+                            "Escape stops, r resets the recurrent state)")
     sinks.add_argument("--host", default="127.0.0.1", help="address the page binds (default %(default)s)")
     sinks.add_argument("--port", type=int, default=8765, help="port of the page (default %(default)s; 0: any free)")
     sinks.add_argument("--output-composition", help="record the composition on --background")
@@ -52,7 +58,7 @@ def add_arguments(parser) -> None:
                        help="raw RGBA frames on stdout for FFmpeg or GStreamer (size and rate on stderr)")
     sinks.add_argument("--background", metavar="COLOR|IMAGE|VIDEO|blur",
                        help="composition background: R,G,B, #rrggbb, a colour name, an image, a video, or blur "
-                            "(the camera's own background blurred; default for the virtual camera)")
+                            "(the camera's own background blurred; default for the virtual camera and the preview)")
     sinks.add_argument("--overwrite", action="store_true", help="replace recordings that exist")
     run = parser.add_argument_group("running")
     run.add_argument("--stats", metavar="FILE", help="keep the counters and latencies as JSON in FILE (every second)")
@@ -82,10 +88,13 @@ def load_model(args, source):
 
 def build_sinks(args, source_name: str):
     from rvm.live.page import PageSink
+    from rvm.live.preview import PreviewSink
     from rvm.live.sinks import BLUR, RawSink, RecordingSink, VirtualCameraSink
     sinks = []
     if args.virtual_camera is not None:
         sinks.append(VirtualCameraSink(args.background or BLUR, device=args.virtual_camera))
+    if args.preview:
+        sinks.append(PreviewSink(args.background or BLUR))
     if args.page:
         sinks.append(PageSink(args.host, args.port))
     for kind in RECORDINGS:
@@ -102,52 +111,91 @@ def build_sinks(args, source_name: str):
 def write_stats(path: Path, snapshot: dict) -> None:
     """Replace `path` in one step, so a reader never sees half a file."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as out:
-        json.dump(snapshot, out, indent=2)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(snapshot, out, indent=2)
+        os.replace(temporary, path)
+    except BaseException:  # a Ctrl+C in here leaves no temporary behind
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
-def read_keys(session) -> None:
-    """`r` + Enter resets the recurrent state, `q` + Enter stops (when stdin is a terminal)."""
-    for line in sys.stdin:
-        key = line.strip().lower()
-        if key == "r":
-            session.reset()
-            log.info("recurrent state reset")
-        elif key == "q":
-            session.stop_requested.set()
-            return
+def key_input() -> Optional[int]:
+    """The file descriptor of stdin, where there is one to read keys from."""
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # None, closed, or replaced (as under pytest)
+        return None
+
+
+def read_keys(session, descriptor: int) -> None:
+    """`r` + Enter resets the recurrent state, `q` + Enter stops; the end of the input ends the reading.
+
+    Reads the file descriptor itself, not `sys.stdin`: this daemon thread may still be waiting for a line when the
+    program exits, and Python aborts at exit when a daemon thread holds the lock of a buffered `sys.stdin`."""
+    pending = b""
+    while chunk := os.read(descriptor, 1024):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            key = line.strip().lower()
+            if key == b"r":
+                session.reset()
+                log.info("recurrent state reset")
+            elif key == b"q":
+                session.end()
+                return
+
+
+@contextlib.contextmanager
+def on_signals(handler):
+    """While inside, Ctrl+C (SIGINT) and `kill` (SIGTERM) call `handler`. Only the main thread can set handlers;
+    a signal the shell made the program ignore (a job started with `&`) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    replaced = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(number) in (signal.SIG_DFL, signal.default_int_handler)}
+    try:
+        yield
+    finally:
+        for number, previous in replaced.items():
+            signal.signal(number, previous)
 
 
 def run_session(session, duration, stats_path, show_status: bool) -> dict:
-    """Run until the input ends, `duration` passes, `q`, or Ctrl+C; then stop (finalising every sink)."""
-    session.stop_requested = threading.Event()
-    session.start()
-    if show_status and sys.stdin is not None and sys.stdin.isatty():
-        threading.Thread(target=read_keys, args=(session,), daemon=True).start()
+    """Run until the input ends, `duration` passes, `q`, Ctrl+C or SIGTERM; then stop, finalising every sink (a
+    second Ctrl+C while the sinks close does not cut a recording short: the stop is bounded)."""
     from rvm.live.stats import status_line
-    deadline = None if duration is None else time.perf_counter() + duration
     tty = sys.stderr.isatty()
-    try:
-        while not session.wait(STATUS_EVERY_S) and not session.stop_requested.is_set():
-            snapshot = session.stats()
-            if stats_path is not None:
-                write_stats(stats_path, snapshot)
-            if show_status and tty:
-                print("\r" + status_line(snapshot), end="", file=sys.stderr, flush=True)
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-    except KeyboardInterrupt:
-        log.info("interrupted: closing every sink")
-    finally:
-        if show_status and tty:
-            print(file=sys.stderr)
+    with on_signals(signal.default_int_handler):  # SIGTERM too: as Ctrl+C
+        session.start()  # a Ctrl+C in here: start() closes what it opened, and the command reports it (exit 130)
         try:
-            session.stop()
+            if show_status and (descriptor := key_input()) is not None:
+                threading.Thread(target=read_keys, args=(session, descriptor), name="rvm-live-keys",
+                                 daemon=True).start()
+            deadline = None if duration is None else time.perf_counter() + duration
+            while not session.wait(STATUS_EVERY_S):
+                snapshot = session.stats()
+                if stats_path is not None:
+                    write_stats(stats_path, snapshot)
+                if show_status and tty:
+                    print("\r" + status_line(snapshot), end="", file=sys.stderr, flush=True)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+        except KeyboardInterrupt:
+            log.info("interrupted: closing every sink")
         finally:
-            snapshot = session.stats()
-            if stats_path is not None:
-                write_stats(stats_path, snapshot)
+            with on_signals(lambda number, frame: log.warning(
+                    "still closing the sinks: recordings are being finalised (at most %g s)", session.stop_timeout_s)):
+                if show_status and tty:
+                    print(file=sys.stderr)
+                try:
+                    session.stop()
+                finally:
+                    snapshot = session.stats()
+                    if stats_path is not None:
+                        write_stats(stats_path, snapshot)
     return snapshot
 
 
@@ -163,7 +211,7 @@ def command(args) -> int:
     source = open_live_source(args.input_source, args.resolution, args.fps, args.loop)
     sinks = build_sinks(args, source.name)
     if not sinks:
-        raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-composition, "
+        raise UsageError("no sink: pass at least one of --virtual-camera, --preview, --page, --output-composition, "
                          "--output-alpha, --output-foreground, --output-rgba, --raw-stdout")
     runtime = load_model(args, source)
     try:

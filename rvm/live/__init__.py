@@ -6,10 +6,11 @@ frame (`rvm.live.session`), so latency stays bounded when the model is slower th
 dropped and counted, never queued.
 """
 from rvm.live.page import PageSink
+from rvm.live.preview import PreviewSink
 from rvm.live.session import LiveSession, SourceLost, live
 from rvm.live.sinks import LiveSink, RawSink, RecordingSink, VirtualCameraSink
 from rvm.live.sources import CaptureSource, FileSource, LiveSource, open_live_source
 
-__all__ = ["LiveSession", "SourceLost", "live", "LiveSink", "PageSink", "RawSink", "RecordingSink",
+__all__ = ["LiveSession", "SourceLost", "live", "LiveSink", "PageSink", "PreviewSink", "RawSink", "RecordingSink",
            "VirtualCameraSink",
            "CaptureSource", "FileSource", "LiveSource", "open_live_source"]

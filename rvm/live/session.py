@@ -24,10 +24,17 @@ from rvm.media.pipeline import Chunk, check_runtime_fits, to_nchw
 log = logging.getLogger(__name__)
 END = object()  # the input ended: no more items
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # waits between reopen attempts; the last repeats
+# how long `stop()` waits for the threads: each finishes its current step (a frame read, a model step, a frame
+# written), so only a stuck sink (a pipe nobody reads) or device takes longer, and is then left unclosed
+STOP_TIMEOUT_S = 10.0
 
 
 class SourceLost(RVMError):
     """The camera or stream did not come back within the reconnect time."""
+
+
+class SinkStuck(RVMError):
+    """A sink was still writing a frame long after the session stopped (a pipe nobody reads, a hung device)."""
 
 
 @dataclass
@@ -80,7 +87,8 @@ class LiveSession:
     def __init__(self, source: LiveSource, runtime, sinks: Sequence[LiveSink], downsample_ratio="auto",
                  reconnect_s: float = 10.0):
         if not sinks:
-            raise UsageError("no sink: pass at least one of --virtual-camera, --page, --output-*, --raw-stdout")
+            raise UsageError("no sink: pass at least one of --virtual-camera, --preview, --page, --output-*, "
+                             "--raw-stdout")
         self.source, self.runtime, self.sinks = source, runtime, list(sinks)
         self.downsample_ratio = downsample_ratio
         self.reconnect_s = reconnect_s
@@ -91,6 +99,8 @@ class LiveSession:
         self._captured = NewestSlot()
         self._sink_slots = [NewestSlot() for _ in self.sinks]
         self._threads: List[threading.Thread] = []
+        self._sink_threads: List[threading.Thread] = []
+        self.stop_timeout_s = STOP_TIMEOUT_S
         self._running_sinks = len(self.sinks)
         self.error: Optional[BaseException] = None
         self._started = False
@@ -119,27 +129,39 @@ class LiveSession:
             raise
         self.runtime.reset()
         self._started = True
-        self._spawn("rvm-live-capture", self._capture)
+        self._capture_thread = self._spawn("rvm-live-capture", self._capture)
         self._spawn("rvm-live-infer", self._infer, self._inference_threads)
-        for index, sink in enumerate(self.sinks):
-            self._spawn(f"rvm-live-sink-{sink.name}", lambda i=index: self._deliver(i))
+        self._sink_threads = [self._spawn(f"rvm-live-sink-{sink.name}", lambda i=index: self._deliver(i))
+                              for index, sink in enumerate(self.sinks)]
         return self
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """True once the session ended by itself (the input ended, or a fault)."""
+        """True once the session ended by itself (the input ended, a fault, or `end()` was asked for)."""
         return self._finished.wait(timeout)
 
+    def end(self) -> None:
+        """Ask for the end from any thread (a preview window closed, `q`): `wait()` returns; `stop()` still stops."""
+        self._finished.set()
+
     def stop(self) -> None:
-        """Stop every thread, close every sink (finalising recordings) and the source; re-raises a fault."""
+        """Stop every thread, close every sink (finalising recordings) and the source; re-raises a fault.
+
+        Bounded: threads still running `stop_timeout_s` after the stop are left behind (daemons), and what they
+        were using is not closed under them (that could crash the encoder), which a `SinkStuck` error names."""
         if not self._started:
             return
         self._started = False
         self._stopped.set()
+        deadline = time.perf_counter() + self.stop_timeout_s
         for thread in self._threads:
-            thread.join()
-        self.source.close()
-        failed = None
-        for sink in self.sinks:
+            thread.join(max(0.0, deadline - time.perf_counter()))
+        if not self._capture_thread.is_alive():
+            self.source.close()
+        failed, stuck = None, []
+        for sink, thread in zip(self.sinks, self._sink_threads):
+            if thread.is_alive():
+                stuck.append(sink.name)
+                continue
             try:
                 sink.close()
             except BaseException as error:  # close the others still; report the first
@@ -148,6 +170,9 @@ class LiveSession:
             raise self.error
         if failed is not None:
             raise failed
+        if stuck:
+            raise SinkStuck(f"{', '.join(stuck)} did not finish writing within {self.stop_timeout_s:g} s of the "
+                            f"stop, so it was left unclosed (its output is incomplete); every other sink was closed")
 
     def reset(self) -> None:
         """Start the recurrent state again from zeros at the next frame."""
@@ -169,7 +194,7 @@ class LiveSession:
         self.stop()
 
     # ---- threads -----------------------------------------------------------------------------------
-    def _spawn(self, name: str, body: Callable[[], None], torch_threads: int = 1) -> None:
+    def _spawn(self, name: str, body: Callable[[], None], torch_threads: int = 1) -> threading.Thread:
         def guarded():
             # torch's intra-op threads are set per thread: capture and sinks do small tensor work, which two
             # threads made 20x dearer on a busy 2-core machine (50 ms against 2.3 ms of CPU for a 640x360 RGBA
@@ -185,6 +210,7 @@ class LiveSession:
         thread = threading.Thread(target=guarded, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def _describe_source(self) -> None:
         described = self.source.describe()
