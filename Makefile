@@ -30,15 +30,17 @@ $(WEBAPP)/node_modules/.installed: $(WEBAPP)/package.json $(WEBAPP)/package-lock
 
 install: $(VENV)/.installed $(RUNNER)/node_modules/.installed $(WEBAPP)/node_modules/.installed
 
-# Debian's chromium for the browser tests (tests/test_web.py), installed only where missing; they skip without it
+# Debian's chromium (the browser tests, tests/test_web.py) and Xvfb (the live preview window's test), each installed
+# only where missing; the tests that need them skip without them and say so
 chromium:
-	@command -v chromium >/dev/null || { \
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; command -v Xvfb >/dev/null || missing="$$missing xvfb"; \
+	[ -z "$$missing" ] || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-				echo "chromium could not be installed: the browser tests will skip"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+				echo "$$missing could not be installed: the tests that need it will skip"; \
 		else \
-			echo "chromium is not installed and cannot be installed here (needs root and apt-get):" \
-			     "the browser tests will skip"; \
+			echo "$$missing not installed and cannot be installed here (needs root and apt-get):" \
+			     "the tests that need it will skip"; \
 		fi; }
 
 demo: install
