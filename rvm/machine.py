@@ -20,7 +20,7 @@ from rvm.errors import one_line
 KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_ENABLE_ONEDNN_OPTS",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 # packages worth a line whether or not a format names them (video I/O, batch, browser tests, converters)
-KNOWN_PACKAGES = ("numpy", "av", "onnxruntime", "onnx", "onnxsim", "tensorflow", "tensorflowjs", "coremltools",
+KNOWN_PACKAGES = ("numpy", "av", "onnxruntime", "onnx", "onnxsim", "numba", "tensorflow", "tensorflowjs", "coremltools",
                   "openvino", "nncf", "ai_edge_litert", "pnnx", "ncnn", "tensorrt", "ray", "playwright")
 # CPU features the kernels of torch, oneDNN, ONNX Runtime, XNNPACK and OpenVINO dispatch on (/proc/cpuinfo names;
 # macOS sysctl names are lowered to match)
