@@ -94,11 +94,13 @@ def test_machine_peak_and_roofline():
 
 def test_cli_profiles_an_artifact(artifacts, capsys):
     argv = ["profile", str(artifacts["dynamic"]), "--checkpoint", str(need(DGF_WEIGHTS)),
-            "--resolution", "x".join(map(str, SIZE)), "--downsample-ratio", str(RATIO), "--frames", "1", "--json"]
+            "--resolution", "x".join(map(str, SIZE)), "--downsample-ratio", str(RATIO), "--frames", "1", "--json",
+            "--full-resolution-step", "both"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["profiles"]
-    assert [row["name"].split(" ")[0] for row in rows] == ["pytorch", artifacts["dynamic"].name]
+    assert [row["name"].split(" ")[0] for row in rows] == ["pytorch", *[artifacts["dynamic"].name] * 2]
+    assert ["fused step" in row["name"] for row in rows] == [False, True, False]  # before and after, one run
     assert all(set(row["block_ms"]) == {*BLOCKS, OTHER} and row["frame_ms"] > 0 for row in rows)
     assert report["peak"]["gflops"] > 0 and report["peak"]["gbytes"] > 0
     assert set(report["work"]) == set(report["ceiling_ms"]) == {*BLOCKS, OTHER}

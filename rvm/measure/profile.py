@@ -192,14 +192,16 @@ def pytorch_profile(model, src: np.ndarray, ratio: float, frames: int) -> Profil
     return Profile("pytorch fp32", frame_ms, block_ms)
 
 
-def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimization: str = "all") -> Profile:
+def onnx_profile(path, src: np.ndarray, ratio: float, frames: int, graph_optimization: str = "all",
+                 full_resolution_step: str = "auto") -> Profile:
     """An ONNX artifact in ONNX Runtime as `Runtime.load` runs it on the CPU (its session settings; the guided
-    filter's full-resolution step fused where it is, its time added to the refiner's), the session's node times
-    summed per block over the profiled runs."""
+    filter's full-resolution step fused where it is, unless `full_resolution_step` says otherwise, its time added
+    to the refiner's), the session's node times summed per block over the profiled runs."""
     from rvm.runtimes.onnxruntime import OnnxRuntime
     path = onnx_file(path)
     with tempfile.TemporaryDirectory(prefix="rvm-profile-") as folder:
         runtime = OnnxRuntime.from_path(path, device="cpu", graph_optimization=graph_optimization,
+                                        full_resolution_step=full_resolution_step,
                                         profile_file_prefix=str(Path(folder) / "ort"))
         fused = runtime.full_resolution_step
         timed_frames(runtime, src, ratio, WARMUP)
@@ -242,15 +244,17 @@ class Report:
                                                              for block in p.block_ms}} for p in self.profiles]}
 
 
-def run_profiles(model, artifacts: Sequence[str], size, ratio: float, frames: int) -> Report:
+def run_profiles(model, artifacts: Sequence[str], size, ratio: float, frames: int,
+                 full_resolution_steps: Sequence[str] = ("auto",)) -> Report:
     from rvm.measure.bench import sample_frame
     src = sample_frame(*size)
     peak = machine_peak()
     log.info("peak here: %.0f GFLOP/s fp32 GEMM, %.1f GB/s memory copy", peak.gflops, peak.gbytes)
     profiles = [pytorch_profile(model, src, ratio, frames)]
     for path in artifacts:
-        log.info("profiling %s", path)
-        profiles.append(onnx_profile(path, src, ratio, frames))
+        for step in full_resolution_steps:
+            log.info("profiling %s (full-resolution step: %s)", path, step)
+            profiles.append(onnx_profile(path, src, ratio, frames, full_resolution_step=step))
     return Report(tuple(size), ratio, peak, block_work(model, size, ratio), profiles)
 
 
