@@ -226,7 +226,10 @@ class OnnxRuntime(Runtime):
         import onnx
 
         from .full_resolution import FusedFullResolutionStep
-        model = onnx.load(str(path))
+        try:
+            model = onnx.load(str(path))
+        except Exception:  # not a model onnx reads: ONNX Runtime, loading the file as it is, says why
+            return str(path), None
         coefficients = full_resolution_coefficients(model)
         if coefficients is None:
             if required:
