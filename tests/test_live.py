@@ -271,22 +271,31 @@ class Interrupting(RecordingSink):
         super().close()
 
 
-def test_sigterm_stops_and_a_second_ctrl_c_does_not_cut_the_recording_short(clip, runtime, tmp_path):
+def sigterm_scenario(clip: str, model: str, folder: str) -> None:
+    """The SIGTERM test's body, run in a process of its own: signals raised for real must meet a fresh process's
+    handlers (in the full suite Ray, from test_batch, leaves C++ and Python handlers behind) and must not be able to
+    end the test run. Prints run_session's snapshot as JSON."""
     from rvm.commands.live import run_session
-    sink = Interrupting(tmp_path / "alpha.mp4", "alpha")
-    session = LiveSession(FileSource(clip, (80, 48), fps=CAMERA_FPS, loop=True), runtime, [sink], RATIO)
-    # as in a fresh `rvm live` process, whatever ran pytest and whatever earlier tests installed (Ray, in
-    # test_batch, leaves a SIGTERM handler of its own, which run_session rightly leaves alone)
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, signal.SIG_DFL)}
-    try:
-        snapshot = run_session(session, duration=20, stats_path=None, show_status=False)
-    except KeyboardInterrupt:  # a failure of this test, not the end of the test run
-        pytest.fail("the second Ctrl+C broke off the stop: the recording was not finalised")
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    assert not sink.unhandled, "run_session did not take SIGTERM over"
+    sink = Interrupting(Path(folder) / "alpha.mp4", "alpha")
+    with load(model, device="cpu", threads=1) as runtime:
+        session = LiveSession(FileSource(clip, (80, 48), fps=CAMERA_FPS, loop=True), runtime, [sink], RATIO)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started us
+        try:
+            snapshot = run_session(session, duration=20, stats_path=None, show_status=False)
+        except KeyboardInterrupt:
+            snapshot = {"error": "the second Ctrl+C broke off the stop: the recording was not finalised"}
+    print(json.dumps({**snapshot, "unhandled": sink.unhandled}))
+
+
+def test_sigterm_stops_and_a_second_ctrl_c_does_not_cut_the_recording_short(clip, onnx_model, tmp_path):
+    code = f"from tests.test_live import sigterm_scenario; sigterm_scenario({str(clip)!r}, {str(onnx_model)!r}, " \
+           f"{str(tmp_path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    snapshot = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "error" not in snapshot, snapshot["error"]
+    assert not snapshot["unhandled"], "run_session did not take SIGTERM over"
     assert snapshot["seconds"] < 15  # stopped by SIGTERM, not by the duration
     assert len(read_frames(tmp_path / "alpha.mp4")) == snapshot["sinks"]["recording-alpha"]["delivered"] >= 5
     assert [p.name for p in tmp_path.iterdir()] == ["alpha.mp4"]  # finalised in place: no temporary left
