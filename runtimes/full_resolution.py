@@ -9,7 +9,7 @@ memory bandwidth. Fused, the step reads the frame once and writes the outputs on
 interpolated along the width at their own height (8 x h x W, a quarter of the frame at ratio 0.25), then each
 output row blends two of those rows and applies the filter.
 
-The arithmetic is the graph's in ONNX Runtime: its `pytorch_half_pixel` sampling, luma as the sum of the
+The arithmetic is the graph's in ONNX Runtime: its `half_pixel` linear sampling, luma as the sum of the
 channels each times float32(1/3), the clamp after the multiply-add; outputs differ from the graph's by float
 rounding (~1e-6). PyTorch computes its sampling positions another way (in/out instead of out/in, float32), which
 moves outputs by up to ~1e-5 where the upsampling factor is not a whole number, as the graph does.
@@ -31,12 +31,12 @@ from numba import njit
 @njit(cache=True, nogil=True)
 def sample_taps(size_out, size_in):
     """Per output index: the two input indices and the second one's weight, sampled as ONNX Runtime's Resize
-    does (`pytorch_half_pixel`, float32 arithmetic, edges clamped), so that the fused step matches the graph's."""
+    does (`half_pixel`, float32 arithmetic, edges clamped), so that the fused step matches the graph's."""
     first, second = np.empty(size_out, np.int64), np.empty(size_out, np.int64)
     weight = np.empty(size_out, np.float32)
     scale, half = np.float32(size_out) / np.float32(size_in), np.float32(0.5)
     for o in range(size_out):
-        position = (np.float32(o) + half) / scale - half if size_out > 1 else np.float32(0)
+        position = (np.float32(o) + half) / scale - half
         position = min(max(position, np.float32(0)), np.float32(size_in - 1))
         index = int(position)
         first[o], second[o], weight[o] = index, min(index + 1, size_in - 1), position - np.float32(index)

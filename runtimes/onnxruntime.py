@@ -77,23 +77,30 @@ def full_resolution_coefficients(model) -> Optional[Tuple[str, str]]:
     full-resolution step as our exports write it (`rvm.model.refiners.apply_coefficients`), float32:
     `fgr, pha = Split[3, 1](Clip(Resize(a) * Reshape(MatMul(LUMA, Reshape(src))) + Resize(b), 0, 1))`.
     None for any other ending: the official downloads, fp16 graphs, a graph edited by hand."""
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
-                      if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"})
+    # tensors by name, converted to arrays only when checked: the weights are never read
+    tensors = {t.name: t for t in graph.initializer}
+    tensors.update({node.output[0]: node.attribute[0].t for node in graph.node
+                    if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"})
 
     def made_by(name: str, op_type: str):
         node = producer.get(name)
         return node if node is not None and node.op_type == op_type else None
 
+    def input_made_by(node, op_type: str):
+        """The producer of the first of `node`'s inputs that an `op_type` node makes, or None."""
+        return next(filter(None, (made_by(name, op_type) for name in node.input)), None)
+
     def attributes(node) -> dict:
-        from onnx import helper
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
-    def constant(name: str, expected) -> bool:
-        value = constants.get(name)
+    def constant(name: str):
+        return numpy_helper.to_array(tensors[name]) if name in tensors else None
+
+    def constant_is(name: str, expected) -> bool:
+        value = constant(name)
         return value is not None and value.shape == np.shape(expected) and np.array_equal(value, expected)
 
     outputs = [o.name for o in graph.output]
@@ -101,30 +108,26 @@ def full_resolution_coefficients(model) -> Optional[Tuple[str, str]]:
     split = made_by(outputs[0], "Split")
     if split is None or list(split.output) != outputs[:2] or src.type.tensor_type.elem_type != TensorProto.FLOAT:
         return None
-    sizes = constants.get(split.input[1]) if len(split.input) > 1 else attributes(split).get("split")  # opset 13+
+    sizes = constant(split.input[1]) if len(split.input) > 1 else attributes(split).get("split")  # opset 13+
     if attributes(split).get("axis") != 1 or sizes is None or list(sizes) != [3, 1]:
         return None
     clip = made_by(split.input[0], "Clip")
-    if clip is None or len(clip.input) != 3 or not (constant(clip.input[1], np.float32(0))
-                                                    and constant(clip.input[2], np.float32(1))):
+    if clip is None or len(clip.input) != 3 or not (constant_is(clip.input[1], np.float32(0))
+                                                    and constant_is(clip.input[2], np.float32(1))):
         return None
     add = made_by(clip.input[0], "Add")
-    if add is None:
+    multiply = add and input_made_by(add, "Mul")
+    resize_b = add and input_made_by(add, "Resize")
+    if not multiply or not resize_b:
         return None
-    multiply = next((made_by(name, "Mul") for name in add.input if made_by(name, "Mul")), None)
-    resize_b = next((made_by(name, "Resize") for name in add.input if made_by(name, "Resize")), None)
-    if multiply is None or resize_b is None:
-        return None
-    resize_a = next((made_by(name, "Resize") for name in multiply.input if made_by(name, "Resize")), None)
-    guide = next((made_by(name, "Reshape") for name in multiply.input if made_by(name, "Reshape")), None)
+    resize_a, guide = input_made_by(multiply, "Resize"), input_made_by(multiply, "Reshape")
     luma = guide is not None and made_by(guide.input[0], "MatMul")
     flat_src = luma and made_by(luma.input[1], "Reshape")
-    if resize_a is None or not flat_src or flat_src.input[0] != src.name or not constant(luma.input[0], LUMA):
+    if resize_a is None or not flat_src or flat_src.input[0] != src.name or not constant_is(luma.input[0], LUMA):
         return None
-    for resize in (resize_a, resize_b):
+    for resize in (resize_a, resize_b):  # the sampling full_resolution.sample_taps reproduces
         settings = attributes(resize)
-        if settings.get("mode") != b"linear" or settings.get("coordinate_transformation_mode") not in (
-                b"pytorch_half_pixel", b"half_pixel"):
+        if settings.get("mode") != b"linear" or settings.get("coordinate_transformation_mode") != b"half_pixel":
             return None
     return resize_a.input[0], resize_b.input[0]
 
@@ -265,9 +268,8 @@ class OnnxRuntime(Runtime):
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, self.dtype), self.device_type,
                                                 self.device_id)
 
-    def _run(self, src, state, downsample_ratio):
-        if self.full_resolution_step is not None:
-            return self._run_fused(src, state, downsample_ratio)
+    def _bound_inputs(self, src, state, downsample_ratio):
+        """An io-binding with the frame, the state (zeros of the first frame's shapes when None) and the ratio."""
         if state is None:
             state = [self._ort_value(np.zeros(shape, self.dtype)) for shape in self.initial_shapes]
         binding = self.session.io_binding()
@@ -276,6 +278,12 @@ class OnnxRuntime(Runtime):
             binding.bind_ortvalue_input(name, value)
         if not self.static:
             binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        return binding
+
+    def _run(self, src, state, downsample_ratio):
+        if self.full_resolution_step is not None:
+            return self._run_fused(src, state, downsample_ratio)
+        binding = self._bound_inputs(src, state, downsample_ratio)
         # fgr and pha land straight in new numpy arrays: no ORT-owned output and no copy out of it (at 1080p
         # 33 MB a frame less to write, 2-3% more frames/s); fresh each frame, as callers may keep them
         batch, _, height, width = src.shape
@@ -289,16 +297,10 @@ class OnnxRuntime(Runtime):
         return fgr.astype(np.float32, copy=False), pha.astype(np.float32, copy=False), new_state
 
     def _run_fused(self, src, state, downsample_ratio):
-        """The session up to the coefficients a and b, then the fused step over the frame."""
-        if state is None:
-            state = [self._ort_value(np.zeros(shape, np.float32)) for shape in self.initial_shapes]
+        """The session up to the coefficients a and b, then the fused step over the frame (float32 graphs only,
+        so `src` is what the session reads)."""
         src = np.ascontiguousarray(src, np.float32)
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_names[0], src)
-        for name, value in zip(self.input_names[1:5], state):
-            binding.bind_ortvalue_input(name, value)
-        if not self.static:
-            binding.bind_cpu_input(self.input_names[5], np.array([downsample_ratio], np.float32))
+        binding = self._bound_inputs(src, state, downsample_ratio)
         for name in self.output_names:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)

@@ -30,6 +30,7 @@ PYTORCH_MAX_ERROR = 1e-4  # against PyTorch, which samples at positions rounded 
     (2, (69, 121), (184, 324)),  # ratio 0.375: a factor of 2.67, batch of two
     (1, (1, 1), (5, 7)),  # one coefficient pixel: every output samples the edge
     (1, (30, 40), (30, 40)),  # factor 1: the step without upsampling
+    (1, (3, 40), (1, 80)),  # one output row: half-pixel sampling puts it mid-input, not at the edge
 ])
 def test_kernel_matches_pytorchs_step(batch, low, full):
     generator = torch.Generator().manual_seed(0)
