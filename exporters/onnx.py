@@ -164,6 +164,92 @@ def without_identity_slices(graph):
     return graph
 
 
+def channel_counts(graph, names) -> dict:
+    """name -> channel count (dimension 1) of the named tensors. Shape inference finds them in a static graph; in
+    the dynamic one the `Resize` by the runtime ratio leaves it without channels downstream, so the graph runs once
+    on a small frame with the first frame's `[1,1,1,1]` states, the tensors added as outputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    shapes = inferred_shapes(graph)
+    found = {name: shapes[name][1] for name in names if len(shapes.get(name) or []) > 1 and shapes[name][1]}
+    missing = sorted(set(names) - set(found))
+    if not missing:
+        return found
+    probe = copy.deepcopy(graph)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in missing)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"src": np.random.default_rng(0).random((1, 3, 96, 160), np.float32),
+             **{name: np.zeros((1, 1, 1, 1), np.float32) for name in ONNX_INPUTS[1:5]},
+             "downsample_ratio": np.array([0.5], np.float32)}
+    inputs = {i.name for i in graph.graph.input}
+    values = session.run(missing, {name: value for name, value in feeds.items() if name in inputs})
+    return {**found, **{name: value.shape[1] for name, value in zip(missing, values) if value.ndim > 1}}
+
+
+def convolutions_split_at_concats(graph):
+    """Write each `Conv` over a channel `Concat` (read by nothing else) as a sum of `Conv`s, one over each part,
+    the bias in the first: `W * [x, f, s] = W_x * x + W_f * f + W_s * s`. Every decoder block convolves the
+    upsampled map joined with its skip connection and the 3-channel image (171, 107, 59, 35 channels), and each
+    ConvGRU its input joined with its state. ONNX Runtime's CPU convolutions run in a channel-blocked layout
+    (NCHWc) only when the channel count is a multiple of the block (8 or 16), so it ran these outside it, and
+    copied the concatenation besides; the parts are multiples of the block or small enough for its first-layer
+    kernel, and the additions fold into the convolutions. Outputs move by float rounding only; input and output
+    names stay (a drop-in for the official file)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    weights = {t.name: t for t in graph.graph.initializer}
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    channels_of = channel_counts(graph, [name for node in graph.graph.node if node.op_type == "Conv"
+                                         and node.input[0] in producers
+                                         and producers[node.input[0]].op_type == "Concat"
+                                         for name in producers[node.input[0]].input])
+    readers = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    nodes, split = [], set()
+    for node in graph.graph.node:
+        concat = producers.get(node.input[0]) if node.op_type == "Conv" else None
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (concat is None or concat.op_type != "Concat" or readers[concat.output[0]] != 1
+                or next(a.i for a in concat.attribute if a.name == "axis") != 1 or attributes.get("group", 1) != 1
+                or node.input[1] not in weights):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        channels = [channels_of.get(name, 0) for name in concat.input]
+        if 0 in channels or sum(channels) != weight.shape[1]:
+            nodes.append(node)
+            continue
+        parts, start, stem = [], 0, node.name or node.output[0]
+        for i, (name, count) in enumerate(zip(concat.input, channels)):
+            part_weight = f"{stem}_part{i}_weight"
+            graph.graph.initializer.append(numpy_helper.from_array(
+                np.ascontiguousarray(weight[:, start:start + count]), part_weight))
+            start += count
+            bias = list(node.input[2:3]) if i == 0 else []
+            nodes.append(helper.make_node("Conv", [name, part_weight, *bias], [f"{stem}_part{i}"],
+                                          name=f"{stem}_part{i}", **attributes))
+            parts.append(f"{stem}_part{i}")
+        total = parts[0]
+        for i, part in enumerate(parts[1:], 1):
+            out = node.output[0] if i == len(parts) - 1 else f"{stem}_sum{i}"
+            nodes.append(helper.make_node("Add", [total, part], [out], name=f"{stem}_sum{i}"))
+            total = out
+        split.add(concat.output[0])
+    kept = [node for node in nodes if not (node.op_type == "Concat" and node.output[0] in split)]
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    shapes_kept = [v for v in graph.graph.value_info if v.name not in split]
+    del graph.graph.value_info[:]
+    graph.graph.value_info.extend(shapes_kept)
+    log.debug("split %d convolutions over concatenations", len(split))
+    return prune(graph)
+
+
 def resize_to_sizes(graph):
     """Give each `Resize` that scales by a factor the integer output size shape inference found instead:
     TensorRT builds static engines from sizes, and sizes read the same in every runtime."""
@@ -229,7 +315,7 @@ def export_onnx(model, path, precision: str, options) -> None:
         raise UsageError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
                           "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
                           "the deep guided filter")
-    graph = fp32_graph(model, options)
+    graph = convolutions_split_at_concats(fp32_graph(model, options))
     if precision == "fp16":
         graph = to_fp16(graph)
     if precision == "int8":

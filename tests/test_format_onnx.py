@@ -142,3 +142,82 @@ def test_existing_artifact_is_not_overwritten(model, artifacts):
     with pytest.raises(UsageError, match="exists: pass --overwrite"):
         export(model, "onnx", "fp32", artifacts["fp32"].parent)
     assert artifacts["fp32"].read_bytes() == before
+
+
+def decoder_block_inputs(graph) -> list:
+    """The op types that feed each decoder block's first convolution (`decodeN/conv/conv.0`)."""
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    return [producers[n.input[0]].op_type for n in graph.graph.node
+            if n.op_type == "Conv" and "/conv/conv.0/" in n.name and "decode" in n.name]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_no_convolution_reads_a_concatenation(artifacts, precision):
+    """The decoder's and ConvGRUs' convolutions over joined maps are written as sums of convolutions over the parts
+    (exporters.onnx.convolutions_split_at_concats), the refiner's too; its box filters, depthwise, stay."""
+    graph = onnx.load(str(artifacts[precision]))
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    ungrouped = [n for n in convs if all(a.i == 1 for a in n.attribute if a.name == "group")]
+    assert not [n.name for n in ungrouped if n.input[0] in producers and producers[n.input[0]].op_type == "Concat"]
+    parts = sorted(n.name.rsplit("/", 1)[0] for n in convs if n.name.endswith("_part0"))
+    assert len(parts) == 13 and sum("decode" in p and "/conv/conv.0" in p for p in parts) == 4, parts
+
+
+def test_onnx_runtime_runs_the_split_convolutions_blocked(artifacts, tmp_path):
+    """Where ONNX Runtime has its channel-blocked (NCHWc) CPU kernels (x86 with AVX2 or AVX-512; elsewhere it keeps
+    NCHW, and this says so by skipping), every part of the decoder blocks' first convolutions runs in them, which
+    is what the split is for (the official file's joined convolutions do not)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(artifacts["fp32"]), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    blocked = {n.name for n in optimized.graph.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv"}
+    if not blocked:
+        pytest.skip("this CPU has no ONNX Runtime NCHWc kernels")
+    parts = [n.name for n in onnx.load(str(artifacts["fp32"])).graph.node
+             if "/conv/conv.0/" in n.name and "decode" in n.name and "_part" in n.name and n.op_type == "Conv"]
+    assert len(parts) == 11 and all(any(b.startswith(p) for b in blocked) for p in parts), (parts, sorted(blocked))
+
+
+def test_split_convolutions_compute_the_same_and_shared_or_grouped_joins_stay():
+    """A convolution over a join of three parts (one with channels shape inference cannot see, as in the dynamic
+    graph's resized maps) becomes three summed convolutions with the same outputs; a join read twice, and a grouped
+    convolution's, are left as they are."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rvm.exporters.onnx import convolutions_split_at_concats
+    rng = np.random.default_rng(0)
+    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Concat", ["ones", "downsample_ratio", "downsample_ratio"], ["scales"], axis=0),
+             helper.make_node("Resize", ["src", "roi", "scales"], ["small"], mode="linear"),
+             helper.make_node("Conv", ["small", "w_x"], ["x"]),
+             helper.make_node("Conv", ["small", "w_f"], ["f_conv"]), helper.make_node("Relu", ["f_conv"], ["f"]),
+             helper.make_node("Concat", ["x", "f", "small"], ["joined"], axis=1),
+             helper.make_node("Conv", ["joined", "w", "b"], ["y"], name="main", pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["x", "small"], ["shared"], axis=1),
+             helper.make_node("Conv", ["shared", "w_shared"], ["y_shared"], name="shared"),
+             helper.make_node("Relu", ["shared"], ["y_relu"]),
+             helper.make_node("Concat", ["x", "x"], ["doubled"], axis=1),
+             helper.make_node("Conv", ["doubled", "w_grouped"], ["y_grouped"], name="grouped", group=2)]
+    graph = helper.make_model(helper.make_graph(
+        nodes, "joins", [helper.make_tensor_value_info("src", TensorProto.FLOAT, [1, 3, "height", "width"]),
+                         helper.make_tensor_value_info("downsample_ratio", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+         for name in ("y", "y_shared", "y_relu", "y_grouped")],
+        [numpy_helper.from_array(np.ones(2, np.float32), "ones"),
+         numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+         weight("w_x", (8, 3, 1, 1)), weight("w_f", (5, 3, 1, 1)), weight("w", (16, 16, 3, 3)), weight("b", (16,)),
+         weight("w_shared", (4, 11, 1, 1)), weight("w_grouped", (4, 8, 1, 1))]),
+        opset_imports=[helper.make_opsetid("", 12)])
+    feeds = {"src": rng.random((1, 3, 12, 14), np.float32), "downsample_ratio": np.array([0.5], np.float32)}
+    before = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    split = convolutions_split_at_concats(graph)
+    after = ort.InferenceSession(split.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(before, after):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5
+    ops = [(n.op_type, n.name) for n in split.graph.node]
+    assert [name for op, name in ops if op == "Conv"][2:] == ["main_part0", "main_part1", "main_part2", "shared",
+                                                               "grouped"]
+    assert {n.output[0] for n in split.graph.node if n.op_type == "Concat"} == {"scales", "shared", "doubled"}
+    assert ("Add", "main_sum2") in ops
