@@ -16,9 +16,10 @@ moves outputs by up to ~1e-5 where the upsampling factor is not a whole number, 
 
 Needs Numba (in `pip install 'rvm-toolkit[onnx]'`): runtimes import this module only where it is installed.
 """
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from numba import njit
@@ -85,6 +86,31 @@ def apply(wide, src, fgr, pha, row_from, row_to):
             pha[image, 0, y, x] = min(max(value, zero), one)
 
 
+class RecycledArrays:
+    """New float32 arrays that reuse the memory of arrays handed out before once nothing else refers to them.
+
+    A 1080p frame's outputs are 33 MB; freshly allocated each frame, the allocator maps new pages and the kernel
+    faults and zeroes every one of them as the step writes them (measured: 9.4 ms a step instead of 4.5). Callers
+    may keep outputs (a pipeline composites frame t while frame t+1 runs), so an array is reused only when this
+    pool holds its only reference: any view, tensor (`torch.from_numpy`) or buffer made from it refers to it."""
+
+    def __init__(self, kept: int = 4):
+        self.kept = kept  # per shape: what a caller may hold at once, beyond which arrays are simply new
+        self._arrays: Dict[Tuple[int, ...], List[np.ndarray]] = {}
+
+    def get(self, shape: Tuple[int, ...]) -> np.ndarray:
+        if shape not in self._arrays and len(self._arrays) >= 4:  # a new resolution: forget the oldest's
+            self._arrays.pop(next(iter(self._arrays)))
+        arrays = self._arrays.setdefault(shape, [])
+        for array in arrays:
+            if sys.getrefcount(array) == 3:  # the list's reference, this loop's, getrefcount's argument
+                return array
+        array = np.empty(shape, np.float32)
+        arrays.append(array)
+        del arrays[:-self.kept]
+        return array
+
+
 class FusedFullResolutionStep:
     """`step(a, b, src) -> (fgr, pha)`, all float32 NCHW, rows split over `threads` threads. `seconds`: the
     wall time spent in it so far (what `rvm profile` adds to the refiner's time)."""
@@ -93,6 +119,8 @@ class FusedFullResolutionStep:
         self.threads = max(1, int(threads))
         self.seconds = 0.0
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rvm-full-resolution")
+        self._wide = RecycledArrays(kept=1)  # ours alone: the same one every frame
+        self._outputs = RecycledArrays()
 
     def _rows(self, kernel, rows: int, *arrays) -> None:
         chunk = -(-rows // self.threads)
@@ -104,10 +132,9 @@ class FusedFullResolutionStep:
         started = time.perf_counter()
         a, b, src = (np.ascontiguousarray(x, np.float32) for x in (a, b, src))
         batch, _, height, width = src.shape
-        wide = np.empty((batch, 8, a.shape[2], width), np.float32)
+        wide = self._wide.get((batch, 8, a.shape[2], width))
         self._rows(widen, batch * a.shape[2], a, b, wide)
-        # fresh outputs each frame: callers (a pipeline compositing frame t while t+1 runs) may keep them
-        fgr, pha = np.empty((batch, 3, height, width), np.float32), np.empty((batch, 1, height, width), np.float32)
+        fgr, pha = self._outputs.get((batch, 3, height, width)), self._outputs.get((batch, 1, height, width))
         self._rows(apply, batch * height, wide, src, fgr, pha)
         self.seconds += time.perf_counter() - started
         return fgr, pha

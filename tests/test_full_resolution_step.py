@@ -49,6 +49,29 @@ def test_kernel_matches_pytorchs_step(batch, low, full):
     assert (outputs == 0).any() and (outputs == 1).any() and ((0 < outputs) & (outputs < 1)).any()  # both clamps
 
 
+def test_outputs_a_caller_holds_are_never_written_again():
+    """Each frame's outputs reuse memory only from outputs nothing refers to any more: not while the caller holds
+    the array, a view of it, or a tensor made from it; once all are dropped, the next frame reuses it."""
+    rng = np.random.default_rng(0)
+    frames = [(rng.standard_normal((1, 4, 9, 16), np.float32), rng.standard_normal((1, 4, 9, 16), np.float32),
+               rng.random((1, 3, 36, 64), np.float32)) for _ in range(5)]
+    step = FusedFullResolutionStep(threads=2)
+    kept_fgr, _ = step(*frames[0])
+    kept_view = step(*frames[1])[1][0, 0, 3:]
+    kept_tensor = torch.from_numpy(step(*frames[2])[0])
+    held = [kept_fgr.copy(), kept_view.copy(), kept_tensor.numpy().copy()]
+    fgr, pha = step(*frames[3])
+    assert all(fgr is not o and pha is not o for o in (kept_fgr, kept_view.base, kept_tensor.numpy()))
+    assert all(np.array_equal(a, b) for a, b in zip((kept_fgr, kept_view, kept_tensor.numpy()), held))
+    reused = id(fgr), id(pha)
+    del fgr, pha
+    fgr, pha = step(*frames[4])
+    assert (id(fgr), id(pha)) == reused  # dropped: its memory serves the next frame
+    fresh = FusedFullResolutionStep(threads=1)(*frames[4])
+    assert np.array_equal(fgr, fresh[0]) and np.array_equal(pha, fresh[1])
+    step.close()
+
+
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory):
     return {"dynamic": export(model, "onnx", "fp32", tmp_path_factory.mktemp("dynamic"),
