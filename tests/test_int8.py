@@ -6,7 +6,7 @@ import onnx
 
 from rvm.compare import compare
 from rvm.exporters import export
-from rvm.exporters.int8 import KEEP_FP32, calibration_samples
+from rvm.exporters.int8 import ONNX_KEEP_FP32, calibration_samples
 from rvm.formats import ExportOptions
 from rvm.media.samples import validation_frames
 from rvm.runtimes import load
@@ -37,7 +37,7 @@ def test_onnx_int8_within_bounds_and_colour_swap_caught(model, tmp_path):
     # the layers kept in float keep float weights; the others' weights are int8
     dequantized = {n.output[0] for n in ops if n.op_type == "DequantizeLinear"}
     convs = [n for n in ops if n.op_type == "Conv"]
-    kept = [n for n in convs if any(part in n.name for part in KEEP_FP32)]
+    kept = [n for n in convs if any(part in n.name for part in ONNX_KEEP_FP32)]
     assert kept and not any(n.input[1] in dequantized for n in kept)
     assert sum(n.input[1] in dequantized for n in convs) == len(convs) - len(kept)
     clip = validation_frames(FRAMES)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 TOP_LEVEL = ("backbone", "aspp", "decoder", "project_mat", "refiner")  # the network's modules, in data order
 SPLIT = ("backbone", "decoder")  # split one level further: one unit per encoder stage and per decoder block
-DEFAULT_SET, ALL_INT8 = "default (KEEP_FP32 in float)", "everything int8"
+DEFAULT_SET, ALL_INT8 = "default (ONNX_KEEP_FP32 in float)", "everything int8"
 
 
 @dataclass
@@ -68,7 +68,7 @@ def run_sensitivity(model, frames, ratio: float, calibration: str, units: Option
 
     from rvm.compare import compare
     from rvm.exporters import ExportOptions, export
-    from rvm.exporters.int8 import calibration_samples, kept_in_float, qdq_ready, quantize_qdq
+    from rvm.exporters.int8 import ONNX_KEEP_FP32, calibration_samples, kept_in_float, qdq_ready, quantize_qdq
     from rvm.runtimes.onnxruntime import OnnxRuntime, session_options
     from rvm.runtimes.pytorch import PyTorchRuntime
 
@@ -83,7 +83,7 @@ def run_sensitivity(model, frames, ratio: float, calibration: str, units: Option
     options = ExportOptions(calibration=calibration, downsample_ratio=ratio)
     samples = calibration_samples(model, options, with_ratio=True, frames_per_source=calibration_frames)
     reference = PyTorchRuntime(model, device="cpu")
-    default_float = set(kept_in_float(names))
+    default_float = set(kept_in_float(names, ONNX_KEEP_FP32))
     trials = [(unit, [n for n in names if unit_of(n) != unit]) for unit in units]
     trials += [(DEFAULT_SET, sorted(default_float)), (ALL_INT8, [])]
     rows = []
