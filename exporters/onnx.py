@@ -25,6 +25,7 @@ from rvm.metadata import ArtifactMetadata
 
 log = logging.getLogger(__name__)
 OPSET = 12
+TRACE_SIZE, TRACE_RATIO = (96, 160), 0.5  # the small frame (height, width) the dynamic graph is traced and probed on
 
 
 class ResizeByRatio(torch.autograd.Function):
@@ -80,9 +81,9 @@ def trace_to_onnx(model: nn.Module):
     # a copy in eval mode: the exporter restores the wrapper's training flag afterwards, and a fresh
     # wrapper's True would otherwise switch the caller's BatchNorms to batch statistics
     wrapper = OnnxExportWrapper(copy.deepcopy(model).float().cpu()).eval()
-    src = torch.rand(1, 3, 96, 160)
+    src = torch.rand(1, 3, *TRACE_SIZE)
     zeros = [torch.zeros(1, 1, 1, 1) for _ in range(4)]
-    ratio = torch.tensor([0.5], dtype=torch.float32)
+    ratio = torch.tensor([TRACE_RATIO], dtype=torch.float32)
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # ResizeByRatio.forward reads the ratio as a float only to trace shapes; its symbolic() keeps it an input
@@ -181,9 +182,9 @@ def channel_counts(graph, names) -> dict:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feeds = {"src": np.random.default_rng(0).random((1, 3, 96, 160), np.float32),
+    feeds = {"src": np.random.default_rng(0).random((1, 3, *TRACE_SIZE), np.float32),
              **{name: np.zeros((1, 1, 1, 1), np.float32) for name in ONNX_INPUTS[1:5]},
-             "downsample_ratio": np.array([0.5], np.float32)}
+             "downsample_ratio": np.array([TRACE_RATIO], np.float32)}
     inputs = {i.name for i in graph.graph.input}
     values = session.run(missing, {name: value for name, value in feeds.items() if name in inputs})
     return {**found, **{name: value.shape[1] for name, value in zip(missing, values) if value.ndim > 1}}
@@ -202,21 +203,22 @@ def convolutions_split_at_concats(graph):
     from onnx import helper, numpy_helper
     weights = {t.name: t for t in graph.graph.initializer}
     producers = {name: node for node in graph.graph.node for name in node.output}
-    channels_of = channel_counts(graph, [name for node in graph.graph.node if node.op_type == "Conv"
-                                         and node.input[0] in producers
-                                         and producers[node.input[0]].op_type == "Concat"
-                                         for name in producers[node.input[0]].input])
     readers = {}
     for node in graph.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
-    nodes, split = [], set()
+    joins = {}  # a Conv's output -> the Concat the Conv reads, where that Concat can go
     for node in graph.graph.node:
         concat = producers.get(node.input[0]) if node.op_type == "Conv" else None
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (concat is None or concat.op_type != "Concat" or readers[concat.output[0]] != 1
-                or next(a.i for a in concat.attribute if a.name == "axis") != 1 or attributes.get("group", 1) != 1
-                or node.input[1] not in weights):
+        if (concat is not None and concat.op_type == "Concat" and readers[concat.output[0]] == 1
+                and next(a.i for a in concat.attribute if a.name == "axis") == 1 and node.input[1] in weights
+                and all(a.i == 1 for a in node.attribute if a.name == "group")):
+            joins[node.output[0]] = concat
+    channels_of = channel_counts(graph, [name for concat in joins.values() for name in concat.input])
+    nodes, split = [], set()
+    for node in graph.graph.node:
+        concat = joins.get(node.output[0])
+        if concat is None:
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(weights[node.input[1]])
@@ -232,7 +234,8 @@ def convolutions_split_at_concats(graph):
             start += count
             bias = list(node.input[2:3]) if i == 0 else []
             nodes.append(helper.make_node("Conv", [name, part_weight, *bias], [f"{stem}_part{i}"],
-                                          name=f"{stem}_part{i}", **attributes))
+                                          name=f"{stem}_part{i}",
+                                          **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
             parts.append(f"{stem}_part{i}")
         total = parts[0]
         for i, part in enumerate(parts[1:], 1):
