@@ -165,3 +165,80 @@ def test_tensorrt_engine_builds_and_matches(static_onnx, model, clip):
         fgr, pha, *states = session.run(None, dict(zip(["src", "r1i", "r2i", "r3i", "r4i"], [src, *states])))
         expected = reference.step(src, STATIC_RATIO)
         assert np.abs(pha - expected["pha"]).max() <= 1e-2  # TensorRT may pick TF32/fused kernels
+
+
+def test_recurrent_blocks_stay_in_onnx_runtimes_blocked_layout(static_onnx, tmp_path):
+    """decode1's output and the ConvGRU gates whose halves are whole 16-channel blocks are computed apart (no Split
+    of them left), their `1 - z` is a HardSigmoid, and the 16- and 64-channel states are read through an identity
+    MaxPool; decode2's and decode3's 20- and 40-channel halves keep their Split. Where ONNX Runtime has its
+    blocked (NCHWc) CPU kernels (elsewhere this says so by skipping), decode0's upsampling then runs blocked:
+    the point of the rewrites."""
+    import onnxruntime as ort
+    graph = onnx.load(str(static_onnx))
+    splits = sorted(n.name for n in graph.graph.node if n.op_type == "Split" and "decode" in n.name)
+    assert splits == ["/model/decoder/decode2/Split", "/model/decoder/decode2/gru/Split",
+                      "/model/decoder/decode3/Split", "/model/decoder/decode3/gru/Split",
+                      "/model/decoder/decode4/Split"], splits
+    gates = [n for n in graph.graph.node if n.name.endswith("/gru/Sub")]
+    assert sorted((n.name.split("/")[3], n.op_type) for n in gates) == [
+        ("decode1", "HardSigmoid"), ("decode2", "Sub"), ("decode3", "Sub"), ("decode4", "HardSigmoid")]
+    pools = {n.input[0]: n.output[0] for n in graph.graph.node if n.op_type == "MaxPool"}
+    assert pools == {"r1i": "r1i_blocked", "r4i": "r4i_blocked"}
+    assert not [n.name for n in graph.graph.node if {"r1i", "r4i"} & set(n.input) and n.op_type != "MaxPool"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(static_onnx), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    if not any(n.domain == "com.microsoft.nchwc" for n in optimized.graph.node):
+        pytest.skip("this CPU has no ONNX Runtime NCHWc kernels")
+    upsampled = [n.name for n in optimized.graph.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Upsample"]
+    assert any("decode0/Resize" in name for name in upsampled), upsampled
+
+
+def test_blocked_rewrites_compute_the_same_and_leave_what_they_cannot_keep_blocked():
+    """On a small ConvGRU-like graph: the split of a 32-channel activated sum of two convolutions becomes one sum
+    per 16-channel piece, `1 - sigmoid` a HardSigmoid, the 16-channel state is read through a MaxPool; the split
+    into 20-channel halves, `1 - relu` and the 20-channel state stay. Outputs equal the original's."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rvm.exporters.onnx import blocked_recurrent_blocks
+    rng = np.random.default_rng(0)
+    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w_x", "bias"], ["cx"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w_h"], ["ch"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["cx", "ch"], ["sum"]), helper.make_node("Sigmoid", ["sum"], ["gates"]),
+             helper.make_node("Split", ["gates"], ["r", "z"], name="blocked", axis=1, split=[16, 16]),
+             helper.make_node("Sub", ["one", "z"], ["one_minus_z"], name="gate"),
+             helper.make_node("Mul", ["r", "h"], ["rh"]), helper.make_node("Mul", ["one_minus_z", "h"], ["y"]),
+             helper.make_node("Conv", ["g", "w_g"], ["cg"]), helper.make_node("Relu", ["cg"], ["relu"]),
+             helper.make_node("Split", ["relu"], ["a", "b"], name="padded", axis=1, split=[20, 20]),
+             helper.make_node("Sub", ["one", "a"], ["one_minus_a"], name="not_a_gate"),
+             helper.make_node("Mul", ["b", "g"], ["bg"])]
+    graph = helper.make_model(helper.make_graph(
+        nodes, "gru", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 7]),
+                       helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 16, 6, 7]),
+                       helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, 20, 6, 7])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels, 6, 7])
+         for name, channels in (("rh", 16), ("y", 16), ("one_minus_a", 20), ("bg", 20))],
+        [weight("w_x", (32, 8, 3, 3)), weight("bias", (32,)), weight("w_h", (32, 16, 3, 3)),
+         weight("w_g", (40, 20, 1, 1)), numpy_helper.from_array(np.array(1, np.float32), "one")]),
+        opset_imports=[helper.make_opsetid("", 12)])
+    feeds = {name: rng.standard_normal(shape).astype(np.float32)
+             for name, shape in (("x", (1, 8, 6, 7)), ("h", (1, 16, 6, 7)), ("g", (1, 20, 6, 7)))}
+    before = onnx_outputs(graph, feeds)
+    rewritten = blocked_recurrent_blocks(graph)
+    onnx.checker.check_model(rewritten)
+    for a, b in zip(before, onnx_outputs(rewritten, feeds)):
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1e-6
+    ops = {n.name or n.output[0]: n.op_type for n in rewritten.graph.node}
+    assert "blocked" not in ops and ops["padded"] == "Split"
+    assert ops["gate"] == "HardSigmoid" and ops["not_a_gate"] == "Sub"
+    assert sorted(n.input[0] for n in rewritten.graph.node if n.op_type == "MaxPool") == ["h"]
+    assert sum(op == "Conv" for op in ops.values()) == 5
+
+
+def onnx_outputs(graph, feeds):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
