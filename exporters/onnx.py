@@ -381,6 +381,60 @@ def states_read_blocked(graph):
     graph.graph.node.extend(nodes)
     return graph
 
+def depthwise_filters_joined(graph):
+    """Run the depthwise convolutions that share one filter (the deep guided filter's four 3x3 box filters, over
+    `x`, `y`, `x*y` and `x*x`, 4 channels each) as one over their maps joined, split after, where together they are
+    whole 16-channel blocks. ONNX Runtime runs each alone in its blocked layout padded from 4 channels to 16, so
+    every filter read and wrote four times its map, with a reorder on each side (at 1080p, ratio 0.25, 4.5 ms for
+    the four; joined, 1.5 ms with the join and split). Each channel is filtered as before: outputs are the same."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnxruntime.transformers.onnx_model import OnnxModel
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    groups = {}
+    for node in graph.graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) == 2 else None
+        if weight is not None and weight.shape[1] == 1 and attributes.get("group") == weight.shape[0] > 1:
+            groups.setdefault(node.input[1], []).append(node)
+    channels_of = channel_counts(graph, [node.input[0] for nodes in groups.values() for node in nodes])
+    joined = {}
+    for name, nodes in groups.items():
+        channels = [weights[name].shape[0]] * len(nodes)
+        if len(nodes) < 2 or sum(channels) % BLOCK_CHANNELS or any(
+                channels_of.get(node.input[0]) != count for node, count in zip(nodes, channels)):
+            continue
+        stem = nodes[0].name or nodes[0].output[0]
+        graph.graph.initializer.extend([
+            numpy_helper.from_array(np.concatenate([weights[name]] * len(nodes)), f"{stem}_joined_weight"),
+            numpy_helper.from_array(np.array(channels, np.int64), f"{stem}_joined_sizes")])
+        attributes = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
+        attributes["group"] = sum(channels)
+        split = (helper.make_node("Split", [f"{stem}_joined", f"{stem}_joined_sizes"], [n.output[0] for n in nodes],
+                                  name=f"{stem}_joined_split", axis=1)
+                 if opset_of(graph) >= 13 else
+                 helper.make_node("Split", [f"{stem}_joined"], [n.output[0] for n in nodes],
+                                  name=f"{stem}_joined_split", axis=1, split=channels))
+        joined[id(nodes[0])] = [
+            helper.make_node("Concat", [n.input[0] for n in nodes], [f"{stem}_joined_input"],
+                             name=f"{stem}_joined_input", axis=1),
+            helper.make_node("Conv", [f"{stem}_joined_input", f"{stem}_joined_weight"], [f"{stem}_joined"],
+                             name=f"{stem}_joined", **attributes), split]
+        joined.update({id(node): [] for node in nodes[1:]})
+    if not joined:
+        return graph
+    nodes = [new for node in graph.graph.node for new in joined.get(id(node), [node])]
+    del graph.graph.node[:]
+    graph.graph.node.extend(nodes)
+    model = OnnxModel(prune(graph))
+    model.topological_sort()  # a joined filter reads maps made after the first of its parts
+    return model.model
+
+
+def opset_of(graph) -> int:
+    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def resize_to_sizes(graph):
     """Give each `Resize` that scales by a factor the integer output size shape inference found instead:
     TensorRT builds static engines from sizes, and sizes read the same in every runtime."""
@@ -446,7 +500,7 @@ def export_onnx(model, path, precision: str, options) -> None:
         raise UsageError("the fast guided filter cannot be exported to ONNX fp16: its eps (1e-5) and local "
                           "variances vanish in half precision (alpha off by 0.27); export fp32, or fp16 with "
                           "the deep guided filter")
-    graph = convolutions_split_at_concats(fp32_graph(model, options))
+    graph = depthwise_filters_joined(convolutions_split_at_concats(fp32_graph(model, options)))
     if precision == "fp32" and options.static:
         graph = blocked_recurrent_blocks(graph)
     if precision == "fp16":
@@ -459,7 +513,7 @@ def export_onnx(model, path, precision: str, options) -> None:
     if static:
         from .tensorrt_check import check_tensorrt_ready
         check_tensorrt_ready(graph, "the static ONNX graph")
-    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    opset = opset_of(graph)
     metadata = ArtifactMetadata.for_export(
         model, "onnx", precision, {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                                    "onnxsim": onnxsim.__version__}, options, opset=opset,

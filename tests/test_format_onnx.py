@@ -221,3 +221,47 @@ def test_split_convolutions_compute_the_same_and_shared_or_grouped_joins_stay():
                                                                "grouped"]
     assert {n.output[0] for n in split.graph.node if n.op_type == "Concat"} == {"scales", "shared", "doubled"}
     assert ("Add", "main_sum2") in ops
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_refiner_box_filters_run_as_one(artifacts, precision):
+    """The deep guided filter's four 4-channel box filters (one shared filter) are one 16-channel depthwise
+    convolution over their maps joined, split after (exporters.onnx.depthwise_filters_joined)."""
+    graph = onnx.load(str(artifacts[precision]))
+    boxes = [n for n in graph.graph.node if n.op_type == "Conv" and "/refiner/box_filter" in n.name]
+    assert [n.name for n in boxes] == ["/refiner/box_filter/Conv_joined"]
+    assert next(a.i for a in boxes[0].attribute if a.name == "group") == 16
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    assert producers[boxes[0].input[0]].op_type == "Concat" and len(producers[boxes[0].input[0]].input) == 4
+
+
+def test_joined_depthwise_filters_compute_the_same_and_partial_blocks_stay():
+    """Four depthwise convolutions sharing a 4-channel filter (one reading a map made after the others' outputs are
+    used) become one over the join with the same outputs, in topological order; two sharing another filter make
+    8 channels, less than a block, and stay."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from rvm.exporters.onnx import depthwise_filters_joined
+    rng = np.random.default_rng(0)
+    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    box = lambda x, w, y: helper.make_node("Conv", [x, w], [y], name=y, group=4, kernel_shape=[3, 3],  # noqa: E731
+                                           pads=[1, 1, 1, 1])
+    nodes = [box("x", "w", "mx"), box("y", "w", "my"), helper.make_node("Mul", ["mx", "my"], ["mxy"]),
+             helper.make_node("Mul", ["x", "y"], ["xy"]), box("xy", "w", "bxy"),
+             helper.make_node("Mul", ["x", "x"], ["xx"]), box("xx", "w", "bxx"),
+             helper.make_node("Sub", ["bxy", "mxy"], ["cov"]), helper.make_node("Add", ["cov", "bxx"], ["out"]),
+             box("x", "v", "vx"), box("y", "v", "vy")]
+    graph = helper.make_model(helper.make_graph(
+        nodes, "boxes", [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4, 9, 11]) for name in "xy"],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4, 9, 11]) for name in ("out", "vx", "vy")],
+        [weight("w", (4, 1, 3, 3)), weight("v", (4, 1, 3, 3))]), opset_imports=[helper.make_opsetid("", 12)])
+    feeds = {name: rng.standard_normal((1, 4, 9, 11)).astype(np.float32) for name in "xy"}
+    before = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    joined = depthwise_filters_joined(graph)
+    onnx.checker.check_model(joined)
+    after = ort.InferenceSession(joined.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(before, after):
+        assert np.array_equal(a, b)
+    convs = {n.name: next(a.i for a in n.attribute if a.name == "group") for n in joined.graph.node
+             if n.op_type == "Conv"}
+    assert convs == {"mx_joined": 16, "vx": 4, "vy": 4}
