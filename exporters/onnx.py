@@ -190,6 +190,14 @@ def channel_counts(graph, names) -> dict:
     return {**found, **{name: value.shape[1] for name, value in zip(missing, values) if value.ndim > 1}}
 
 
+def graph_index(graph):
+    """Initializer name -> tensor, tensor name -> the node making it, tensor name -> how many node inputs read it."""
+    from collections import Counter
+    weights = {t.name: t for t in graph.graph.initializer}
+    producers = {name: node for node in graph.graph.node for name in node.output}
+    return weights, producers, Counter(name for node in graph.graph.node for name in node.input)
+
+
 def convolutions_split_at_concats(graph):
     """Write each `Conv` over a channel `Concat` (read by nothing else) as a sum of `Conv`s, one over each part,
     the bias in the first: `W * [x, f, s] = W_x * x + W_f * f + W_s * s`. Every decoder block convolves the
@@ -201,12 +209,7 @@ def convolutions_split_at_concats(graph):
     names stay (a drop-in for the official file)."""
     import numpy as np
     from onnx import helper, numpy_helper
-    weights = {t.name: t for t in graph.graph.initializer}
-    producers = {name: node for node in graph.graph.node for name in node.output}
-    readers = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    weights, producers, readers = graph_index(graph)
     joins = {}  # a Conv's output -> the Concat the Conv reads, where that Concat can go
     for node in graph.graph.node:
         concat = producers.get(node.input[0]) if node.op_type == "Conv" else None
@@ -278,12 +281,7 @@ def pieces_computed_apart(graph):
     to the piece: no output is computed twice, and every piece is made where it is used."""
     import numpy as np
     from onnx import helper, numpy_helper
-    weights = {t.name: t for t in graph.graph.initializer}
-    producers = {name: node for node in graph.graph.node for name in node.output}
-    readers = {}
-    for node in graph.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    weights, producers, readers = graph_index(graph)
 
     def sum_of_convolutions(name, found):
         node = producers.get(name)
