@@ -345,10 +345,11 @@ def one_minus_sigmoid_as_hard_sigmoid(graph):
     """`1 - z` of a sigmoid's `z` (the ConvGRU's update gate) as `HardSigmoid(z)` with alpha -1 and beta 1, which
     ONNX Runtime runs blocked: `-z + 1` rounds once, as `1 - z` does, and z in [0, 1] is never clipped."""
     from onnx import helper, numpy_helper
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    initializers, producers, _ = graph_index(graph)
+    constants = {name: numpy_helper.to_array(initializers[name]) for node in graph.graph.node
+                 if node.op_type == "Sub" for name in node.input[:1] if name in initializers}
     constants.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.graph.node
                       if node.op_type == "Constant" and node.attribute[0].name == "value"})
-    producers = {name: node for node in graph.graph.node for name in node.output}
     for i, node in enumerate(graph.graph.node):
         one, z = (node.input if node.op_type == "Sub" else ("", ""))
         if (one in constants and constants[one].size == 1 and float(constants[one].reshape(())) == 1.0
@@ -379,6 +380,7 @@ def states_read_blocked(graph):
     graph.graph.node.extend(nodes)
     return graph
 
+
 def depthwise_filters_joined(graph):
     """Run the depthwise convolutions that share one filter (the deep guided filter's four 3x3 box filters, over
     `x`, `y`, `x*y` and `x*x`, 4 channels each) as one over their maps joined, split after, where together they are
@@ -388,12 +390,14 @@ def depthwise_filters_joined(graph):
     import numpy as np
     from onnx import helper, numpy_helper
     from onnxruntime.transformers.onnx_model import OnnxModel
-    weights = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
-    groups = {}
+    initializers, _, _ = graph_index(graph)
+    weights, groups = {}, {}
     for node in graph.graph.node:
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        weight = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) == 2 else None
-        if weight is not None and weight.shape[1] == 1 and attributes.get("group") == weight.shape[0] > 1:
+        if node.op_type != "Conv" or len(node.input) != 2 or node.input[1] not in initializers:
+            continue
+        weight = weights.setdefault(node.input[1], numpy_helper.to_array(initializers[node.input[1]]))
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if weight.shape[1] == 1 and group == weight.shape[0] > 1:
             groups.setdefault(node.input[1], []).append(node)
     channels_of = channel_counts(graph, [node.input[0] for nodes in groups.values() for node in nodes])
     joined = {}
@@ -403,16 +407,13 @@ def depthwise_filters_joined(graph):
                 channels_of.get(node.input[0]) != count for node, count in zip(nodes, channels)):
             continue
         stem = nodes[0].name or nodes[0].output[0]
-        graph.graph.initializer.extend([
-            numpy_helper.from_array(np.concatenate([weights[name]] * len(nodes)), f"{stem}_joined_weight"),
-            numpy_helper.from_array(np.array(channels, np.int64), f"{stem}_joined_sizes")])
+        graph.graph.initializer.append(
+            numpy_helper.from_array(np.concatenate([weights[name]] * len(nodes)), f"{stem}_joined_weight"))
         attributes = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
         attributes["group"] = sum(channels)
-        split = (helper.make_node("Split", [f"{stem}_joined", f"{stem}_joined_sizes"], [n.output[0] for n in nodes],
-                                  name=f"{stem}_joined_split", axis=1)
-                 if opset_of(graph) >= 13 else
-                 helper.make_node("Split", [f"{stem}_joined"], [n.output[0] for n in nodes],
-                                  name=f"{stem}_joined_split", axis=1, split=channels))
+        # the opset-12 Split (sizes as an attribute): it runs on the fp32 graph, before int8 moves to opset 13
+        split = helper.make_node("Split", [f"{stem}_joined"], [n.output[0] for n in nodes],
+                                 name=f"{stem}_joined_split", axis=1, split=channels)
         joined[id(nodes[0])] = [
             helper.make_node("Concat", [n.input[0] for n in nodes], [f"{stem}_joined_input"],
                              name=f"{stem}_joined_input", axis=1),
@@ -427,10 +428,6 @@ def depthwise_filters_joined(graph):
     model = OnnxModel(prune(graph))
     model.topological_sort()  # a joined filter reads maps made after the first of its parts
     return model.model
-
-
-def opset_of(graph) -> int:
-    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def resize_to_sizes(graph):
@@ -511,7 +508,7 @@ def export_onnx(model, path, precision: str, options) -> None:
     if static:
         from .tensorrt_check import check_tensorrt_ready
         check_tensorrt_ready(graph, "the static ONNX graph")
-    opset = opset_of(graph)
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     metadata = ArtifactMetadata.for_export(
         model, "onnx", precision, {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                                    "onnxsim": onnxsim.__version__}, options, opset=opset,
