@@ -14,17 +14,18 @@ from rvm.compare import compare
 from rvm.measure.parity import run_parity, to_json, to_markdown
 from rvm.media.samples import SCENE_SIZE, sample_scene, validation_frames
 from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.targets import Target, targets
 from tests.artifact_helpers import StateZeroedEveryFrame
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
 
 ON_MACOS = sys.platform == "darwin"
-TARGETS = formats.targets()
+TARGETS = targets()
 BROKEN_FRAMES = 20
 SCENE_FRAMES = formats.ExportOptions().validation_frames  # what export validation runs without a clip
 CALIBRATION = ("person_b.mp4", "person_c.mp4")  # rows that need calibration calibrate here, never on person_a
 
 
-def target_param(target: formats.Target):
+def target_param(target: Target):
     marks = [getattr(pytest.mark, mark) for mark in target.format.marks]
     return pytest.param(target, id=f"{target.name}-{target.precision}".replace(" ", "_"), marks=marks)
 

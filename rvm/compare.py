@@ -9,8 +9,8 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
-from rvm.formats import Tolerance
 from rvm.metrics import MattingMetrics, MetricsAccumulator
+from rvm.tolerances import Tolerance
 
 # a gap below this mean alpha error is float noise whatever its trend; above it, it must not double over a clip.
 # Over a short run the first frames' error is still settling (TF.js fp16 read 2.0x over 16 frames, 1.0x over 30):

@@ -3,25 +3,31 @@
 An entry says what a format is (name, precisions, how its artifacts are named and recognised), where its code
 lives (exporter and runtime entry points, as "module:attribute" strings so nothing heavy is imported here), what it
 needs (pip extra, import names), what it accepts (static or dynamic shapes, option checks) and how close to PyTorch
-fp32 it must stay (a `Tolerance` per precision). Export planning, `Runtime.load`, parity, bench, the CLI choices
-and the tests are generated from `FORMATS`; generic code never branches on a format's name.
+fp32 it must stay (its row of `rvm.tolerances.TOLERANCES`, a `Tolerance` per precision). Export planning,
+`Runtime.load`, parity, bench, the CLI choices and the tests are generated from `FORMATS`; generic code never
+branches on a format's name.
 
-Adding a format: its entry below, `exporters/<name>.py`, `runtimes/<name>.py`, `tests/test_format_<name>.py`.
+The machinery (options, the entry type, `register`, lookups, planning) is small and sits beside the entries; the
+bounds live in `rvm.tolerances`, the parity and bench rows built from the entries in `rvm.targets`.
+
+Adding a format: its entry below, its bounds in `rvm/tolerances.py`, `exporters/<name>.py`, `runtimes/<name>.py`,
+`tests/test_format_<name>.py` (docs/adding-a-format.md).
 """
 import importlib
 import importlib.util
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from rvm.errors import ArtifactError, BackendUnavailable, MissingDependency, RVMError, UsageError, brief
 from rvm.metadata import METADATA_FILE, TFLITE_METADATA_NAME
+from rvm.tolerances import TOLERANCES, Tolerance
 
 Resolution = Tuple[int, int]  # (width, height)
 
 
-# ---- machinery: options, tolerances, the entry type, the registry ----------------------------------------
+# ---- machinery: options, the entry type, the registry ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -36,49 +42,6 @@ class ExportOptions:
     validate: bool = True
     validation_frames: int = 8
     validation_clip: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How far an artifact may be from PyTorch fp32 over many recurrent frames of real footage (alpha and
-    foreground in 0..1). `max` bounds the worst pixel, `mean` the mean absolute error; `fast_guided_filter_max`
-    replaces both max bounds for the fast guided filter, whose eps amplifies float rounding (see
-    FAST_GUIDED_FILTER_FP32_FLOOR). `measured` records what the bounds were derived from. `pha_max` is None where
-    quantization flips hair-edge pixels completely, so no alpha max below the range holds: the means, MAD and dtSSD
-    carry the check there."""
-    pha_max: Optional[float]
-    fgr_max: float
-    pha_mean: float
-    fgr_mean: float
-    fast_guided_filter_max: Optional[float] = None
-    mad: Optional[float] = None  # alpha MAD bound, x1e-3 (the paper's units; see rvm.metrics)
-    dtssd: Optional[float] = None  # temporal-coherence bound, x1e-2
-    measured: str = ""
-    # Export validation without a clip runs on the sample scene (rvm.media.samples): its own bounds where they differ
-    # from footage's, or why it cannot prove this precision (then validation asks for a clip)
-    scene: Optional["Tolerance"] = None
-    needs_clip: str = ""
-
-    def on_scene(self, measured: str, **bounds) -> "Tolerance":
-        """These bounds, with `bounds` replacing some of them on the sample scene."""
-        return replace(self, scene=replace(self, measured=measured, **bounds))
-
-    def for_refiner(self, refiner: str) -> "Tolerance":
-        if refiner != "fast_guided_filter" or self.fast_guided_filter_max is None:
-            return self
-        floor = self.fast_guided_filter_max
-        return replace(self, pha_max=None if self.pha_max is None else max(self.pha_max, floor),
-                       fgr_max=max(self.fgr_max, floor))
-
-    def failures(self, pha_max: float, fgr_max: float, pha_mean: float, fgr_mean: float,
-                 mad: Optional[float] = None, dtssd: Optional[float] = None) -> List[str]:
-        """What exceeds these bounds, one phrase each (empty when all hold)."""
-        checks = [("alpha max abs error", pha_max, self.pha_max), ("foreground max abs error", fgr_max, self.fgr_max),
-                  ("alpha mean abs error", pha_mean, self.pha_mean),
-                  ("foreground mean abs error", fgr_mean, self.fgr_mean),
-                  ("alpha MAD", mad, self.mad), ("alpha dtSSD", dtssd, self.dtssd)]
-        return [f"{name} {value:.3g} > {limit:.3g}" for name, value, limit in checks
-                if limit is not None and value is not None and not value <= limit]
 
 
 @dataclass(frozen=True)
@@ -195,43 +158,6 @@ def register(entry: Format) -> Format:
         raise ValueError(f"format {entry.name!r} has no tolerance for {', '.join(missing)}")
     FORMATS[entry.name] = entry
     return entry
-
-
-# The fast guided filter (eps 1e-5) amplifies float32 rounding at a few pixels: on 58 frames of person_a, TF is
-# 2.3e-3 and ONNX 3.9e-4 from torch fp32, and torch fp32 itself is 2.3e-3 from fp64. No fp32 backend can be held
-# closer than that to PyTorch with this refiner; the deep guided filter stays within 1.2e-5.
-FAST_GUIDED_FILTER_FP32_FLOOR = 5e-3
-
-
-def fp32_tolerance(measured: str) -> Tolerance:
-    return Tolerance(1e-4, 1e-4, 1e-5, 1e-5, fast_guided_filter_max=FAST_GUIDED_FILTER_FP32_FLOOR, measured=measured)
-
-
-# On the sample scene (export validation without a clip: 8 frames of rvm.media.samples.sample_scene) fp16's worst pixels
-# are larger than on footage and move with the frame size: TorchScript fp16 alpha max 4.5e-2 at 324x184, 2.8e-2 at
-# 320x192 (foreground at most 2.4e-2); the others 1.7e-2 to 3.6e-2. The max bounds there are 8e-2, about 1.8x the
-# worst; the means stay the footage's, and they reject the state zeroed every frame (alpha mean 2.0e-2 to 2.5e-2).
-def _fp16_scene(footage: Tolerance) -> Tolerance:
-    return footage.on_scene("sample scene, 8 frames at 320x192 and 324x184: alpha max <= 4.5e-2, foreground max "
-                            "<= 2.4e-2, alpha mean <= 6.3e-4", pha_max=8e-2, fgr_max=8e-2)
-
-
-# int8 (ONNX Runtime QDQ, OpenVINO NNCF) with the layers a per-block sweep found sensitive kept in float
-# (rvm.exporters.int8.KEEP_FP32), calibrated on 16 frames each of person_b/person_c, measured on person_a upscaled
-# 2x at ratio 0.5, 58 frames (README, INT8). The MAD bound is the issue's (alpha MAD <= 2, x1e-3) and the alpha
-# mean is the same quantity; the state zeroed every frame costs MAD 12.4-12.9, alpha max 1.0, foreground mean
-# 1.8-2.0e-2 and dtSSD 5.1, so each bound but the foreground max rejects it (parity_tests, test_format_openvino.py).
-# The worst pixels grow with the frame: a static 1920x1080 export validated on person_a reached foreground max 0.165
-# and alpha max 0.24 over 8 frames, so the foreground max bound is 0.3, not the 0.15 the small clip suggested.
-INT8_TOLERANCE = Tolerance(0.5, 0.3, 2e-3, 1e-2, mad=2.0, dtssd=1.5,
-                           measured="ONNX: MAD 1.22, alpha max 0.16, foreground max 0.037 / mean 2.7e-3, dtSSD 0.58; "
-                                    "OpenVINO: MAD 1.00, alpha max 0.20, foreground max 0.051 / mean 6.8e-3, dtSSD "
-                                    "0.39; dynamic and static alike (person_a, 58 frames); static 1920x1080 ONNX: "
-                                    "alpha max 0.24, foreground max 0.165 (person_a, 8 frames)").on_scene(
-    # the sample scene moves more with the calibration footage: alpha MAD 1.42-1.88 calibrated on person_b/c, 2.34
-    # (OpenVINO) on person_c alone; the state zeroed every frame there costs alpha MAD 20-26, foreground mean 3e-2
-    "sample scene, 8 frames at 320x192 and 324x184: ONNX MAD 1.42-1.63, OpenVINO 1.84-2.34; alpha max 0.17, "
-    "foreground max 0.066 / mean 7.5e-3, dtSSD 0.81", pha_mean=4e-3, mad=4.0)
 
 
 # ---- artifact names and recognition ------------------------------------------------------------------------
@@ -374,13 +300,7 @@ def _probe_tensorrt() -> None:
 register(Format(
     name="torchscript", title="TorchScript", precisions=("fp32", "fp16"),
     exporter="rvm.exporters.torchscript:export_torchscript", runtime="rvm.runtimes.torchscript:TorchScriptRuntime",
-    tolerances={
-        "fp32": fp32_tolerance("scripted from the same module: bit-exact on person_a (0.0 over 58 frames)"),
-        # person_a/b/c upscaled 2x at ratio 0.5 over 58 frames: worst alpha 2.7e-2, worst foreground 2.9e-2, a few
-        # edge pixels; means below 6e-4
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 4e-3, 4e-3,
-                                      measured="alpha max 2.7e-2, mean 1.9e-4 (person_a, 58 frames)")),
-    },
+    tolerances=TOLERANCES["torchscript"],
     artifact_name=_suffixed(".torchscript"), recognizes=_is_torchscript,
     artifact_description="a TorchScript archive from torch.jit.save (.torchscript, or a .pt/.pth zip with code/)",
     requires=("torch",),
@@ -392,12 +312,7 @@ register(Format(
     # resolution, ratio baked, every Resize on integer sizes, TensorRT-ready (rvm.exporters.tensorrt_check)
     name="onnx", title="ONNX Runtime", precisions=("fp32", "fp16", "int8"),
     exporter="rvm.exporters.onnx:export_onnx", runtime="rvm.runtimes.onnxruntime:OnnxRuntime",
-    tolerances={
-        "fp32": fp32_tolerance("alpha max 6.4e-6, mean 3.6e-8 (person_a, 58 frames)"),
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 4e-3, 4e-3,
-                                      measured="alpha max 2.2e-2, mean 1.5e-4 (person_a, 58 frames)")),
-        "int8": INT8_TOLERANCE,
-    },
+    tolerances=TOLERANCES["onnx"],
     artifact_name=_suffixed(".onnx"), recognizes=_has_suffix(".onnx"),
     artifact_description="an ONNX model file (.onnx) with the RVM inputs and outputs", extra="onnx",
     requires=("onnx", "onnxruntime", "onnxsim"), runtime_requires=("onnxruntime",), static="optional",
@@ -406,7 +321,7 @@ register(Format(
 register(Format(
     name="tf", title="TF SavedModel", precisions=("fp32",),
     exporter="rvm.exporters.tf:export_tf", runtime="rvm.runtimes.tensorflow:TensorflowRuntime",
-    tolerances={"fp32": fp32_tolerance("alpha max 4.3e-6, mean 3.7e-8 (person_a, 58 frames)")},
+    tolerances=TOLERANCES["tf"],
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tf", recognizes=_is_saved_model,
     artifact_description=f"a TF SavedModel folder with {SAVED_MODEL_FILE} and variables/",
     extra="tf", requires=("tensorflow",), runtime_requires=("tensorflow",), static="never",
@@ -414,31 +329,10 @@ register(Format(
 
 register(Format(
     # Weights stored uint8 where harmless and float16 elsewhere (mixed, the default), all uint8 (as the official
-    # download) or all float16 (rvm.exporters.tfjs); TF.js computes in float32 whatever the storage, and its fp32
-    # graph agrees with PyTorch to 7e-6, so the gap is weight storage. Official weights, person_a/b/c upscaled 2x
-    # at ratio 0.5, 58 frames each (README, TF.js precisions), worst clip person_a. The state dropped every frame
-    # costs alpha mean 1.2e-2 / foreground 1.6e-2 on its own, so each mean bound rejects it (parity tests,
-    # tests/test_format_tfjs.py).
+    # download) or all float16 (rvm.exporters.tfjs); TF.js computes in float32 whatever the storage
     name="tfjs", title="TF.js", precisions=("mixed", "int8", "fp16"),
     exporter="rvm.exporters.tfjs:export_tfjs", runtime="rvm.runtimes.tfjs:TfjsRuntime",
-    tolerances={
-        "mixed": Tolerance(1e-1, 6e-2, 1e-3, 2e-3,
-                           measured="alpha max 3.3e-2, mean 1.8e-4 (person_a); foreground max 2.9e-2, mean 5.7e-4 "
-                                    "(person_b); 58 frames"),
-        # hair-edge pixels flip completely (alpha max 1.0 in a CI run), so alpha has no max bound
-        # On the sample scene all-uint8 weights are as far off in alpha as the state zeroed every frame (alpha
-        # mean 2.3e-2 to 2.7e-2 against 2.7e-2 to 3.4e-2): the foreground mean tells them apart (2.3e-2 to 2.5e-2
-        # against 4.0e-2 to 4.3e-2)
-        "int8": Tolerance(None, 0.6, 1.3e-2, 4e-2,
-                          measured="alpha max 0.9975, mean 1.02e-2 (person_a); foreground max 0.40, mean 2.9e-2 "
-                                   "(person_b); 58 frames").on_scene(
-            "sample scene, 8 frames at 320x192 and 324x184: alpha mean 2.3e-2 / 2.7e-2, foreground mean 2.3e-2 / "
-            "2.5e-2, foreground max 0.45", pha_mean=3.5e-2, fgr_mean=3.2e-2),
-        # foreground max as ONNX fp16's (2.4e-2 on person_b)
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
-                                      measured="alpha max 1.8e-2, mean 1.3e-4; foreground 5.0e-3 / 2.0e-4 "
-                                               "(person_a, 58 frames)")),
-    },
+    tolerances=TOLERANCES["tfjs"],
     artifact_name=lambda variant, precision, options: f"rvm_{variant}_tfjs_{precision}", recognizes=_is_tfjs,
     artifact_description=f"a TF.js graph-model folder with {TFJS_MODEL_FILE} and the weight shards it lists",
     extra="tfjs", requires=("tensorflow", "tensorflowjs"), static="never", check=_no_kind("TF.js"), in_bench=False,
@@ -447,11 +341,7 @@ register(Format(
 register(Format(
     name="coreml", title="CoreML", precisions=("fp16", "int8"),
     exporter="rvm.exporters.coreml:export_coreml", runtime="rvm.runtimes.coreml:CoreMLRuntime",
-    tolerances={
-        "fp16": _fp16_scene(Tolerance(3e-2, 3e-2, 3e-3, 3e-3,
-                                      measured="not measured here: prediction needs macOS")),
-        "int8": Tolerance(1.5e-1, 1.5e-1, 1.5e-2, 1.5e-2, measured="not measured here: prediction needs macOS"),
-    },
+    tolerances=TOLERANCES["coreml"],
     artifact_name=_coreml_name, recognizes=_has_suffix(".mlmodel", ".mlpackage"),
     artifact_description="a CoreML .mlmodel file or .mlpackage folder exported by rvm-toolkit", extra="coreml",
     requires=("coremltools",), runtime_requires=("coremltools",), static="always", check=_check_coreml,
@@ -464,13 +354,7 @@ register(Format(
     # NNCF post-training quantization calibrated with the state flowing
     name="openvino", title="OpenVINO", precisions=("fp32", "fp16", "int8"),
     exporter="rvm.exporters.openvino:export_openvino", runtime="rvm.runtimes.openvino:OpenVinoRuntime",
-    tolerances={
-        # the CPU plugin's inference precision is pinned to f32 (bf16 on AMX/avx512_bf16 CPUs moves alpha by 0.2)
-        "fp32": fp32_tolerance("the official ONNX and our IR match PyTorch within the fp32 bounds (person_a)"),
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 4e-3, 4e-3,
-                                      measured="compressed weights, as ONNX fp16's bounds (person_a)")),
-        "int8": INT8_TOLERANCE,
-    },
+    tolerances=TOLERANCES["openvino"],
     artifact_name=_suffixed("", "_openvino"), recognizes=_is_openvino,
     artifact_description=f"an OpenVINO IR folder with {OPENVINO_MODEL_FILE} and {OPENVINO_WEIGHTS_FILE} (or an .xml "
                          f"file beside its .bin)",
@@ -482,39 +366,10 @@ register(Format(
     # our TF graph at one resolution, ratio baked, TFLite builtin ops only (the GPU delegate takes every op of the
     # fp32 and fp16 artifacts: rvm.exporters.tflite.gpu_incompatible_ops). fp16: fp16 weights (what the GPU
     # delegate runs), float I/O; int8-dynamic: int8 weights, float activations; int8: full integer, activations
-    # and states calibrated with the state flowing (rvm.exporters.int8), float I/O. 324x184 frames of person_a at
-    # ratio 0.5, 58 frames (README, mobile targets); each row's bounds reject its state zeroed every frame
+    # and states calibrated with the state flowing (rvm.exporters.int8), float I/O
     name="tflite", title="TFLite (LiteRT)", precisions=("fp32", "fp16", "int8", "int8-dynamic"),
     exporter="rvm.exporters.tflite:export_tflite", runtime="rvm.runtimes.tflite:TFLiteRuntime",
-    tolerances={
-        "fp32": fp32_tolerance("alpha max 9.5e-6, mean 5.9e-8; foreground max 1.9e-6 (person_a, 58 frames)"),
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
-                                      measured="alpha max 1.9e-2, mean 1.3e-4; foreground max 5.0e-3, mean 1.8e-4 "
-                                               "(person_a, 58 "
-                                               "frames); state zeroed every frame: alpha mean 1.25e-2")),
-        # full integer flips a few hair-edge pixels completely (alpha max 1.0 measured), so alpha has no max bound.
-        # It keeps little of the state: run with its state zeroed every frame it is only 1.3-1.7x further off
-        # (alpha mean 3.74e-2, foreground mean 2.79e-2, dtSSD 11.8 over 20 frames), and each of the three bounds
-        # rejects that
-        # On the sample scene it is further from PyTorch than with its state zeroed every frame (MAD 44.2 against
-        # 32.5, foreground mean 3.83e-2 against 3.84e-2, dtSSD 11.6 against 12.0; 8 frames at 324x184): no bound
-        # there proves the state is carried, so validation asks for footage
-        "int8": Tolerance(None, 0.5, 3e-2, 2.5e-2, dtssd=9.0,
-                          measured="alpha max 1.0, mean 2.45e-2 (MAD 24.5), dtSSD 6.87; foreground max 0.37, mean "
-                                   "2.16e-2 (person_a, 58 frames; calibrated on 16 frames each of person_b/c)",
-                          needs_clip="full-integer TFLite is as far from PyTorch on the packaged sample scene as a run "
-                                     "that drops its state, so only real footage can validate it"),
-        # activations are quantized on the fly, differently on each kernel path: LiteRT's reference kernels put
-        # the max 1.9x XNNPACK's (alpha 0.45, foreground 0.10 on 8 frames, against 0.19 / 0.054), means alike.
-        # On the sample scene with its state zeroed: alpha mean 2.2e-2
-        "int8-dynamic": Tolerance(0.7, 0.2, 5e-3, 1e-2,
-                                  measured="XNNPACK: alpha max 0.24, mean 2.2e-3 (MAD 2.2); "
-                                           "foreground max 7.1e-2, mean "
-                                           "4.1e-3 (person_a, 58 frames); state zeroed: alpha mean 1.31e-2").on_scene(
-            "sample scene, 8 frames at 324x184 (XNNPACK): alpha max 0.53, mean 6.7e-3; foreground max 0.23, mean "
-            "9.0e-3",
-            pha_mean=1.2e-2, fgr_max=0.35, fgr_mean=1.5e-2),
-    },
+    tolerances=TOLERANCES["tflite"],
     artifact_name=_suffixed(".tflite"), recognizes=_has_suffix(".tflite"),
     artifact_description=f"a TFLite flatbuffer (.tflite) exported by rvm-toolkit, with its {TFLITE_METADATA_NAME} "
                          "entry",
@@ -528,13 +383,7 @@ register(Format(
     # fp16: fp16 weights, and ncnn's fp16 storage and arithmetic on; I/O float32 either way
     name="ncnn", title="NCNN", precisions=("fp32", "fp16"),
     exporter="rvm.exporters.ncnn:export_ncnn", runtime="rvm.runtimes.ncnn:NcnnRuntime",
-    tolerances={
-        "fp32": fp32_tolerance("alpha max 1.1e-5, mean 6.5e-8; foreground max 3.5e-6 (person_a, 58 frames)"),
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
-                                      measured="alpha max 2.1e-2, mean 1.2e-4; foreground max 4.6e-3, mean 2.7e-4 "
-                                               "(person_a, 58 "
-                                               "frames); state zeroed every frame: alpha mean 1.25e-2")),
-    },
+    tolerances=TOLERANCES["ncnn"],
     artifact_name=_suffixed("", "_ncnn"), recognizes=_is_ncnn,
     artifact_description=f"an NCNN folder with {NCNN_PARAM_FILE}, {NCNN_BIN_FILE} and {METADATA_FILE}",
     extra="ncnn", requires=("pnnx", "ncnn"),
@@ -547,17 +396,7 @@ register(Format(
     # with the state flowing, KEEP_FP32's layers in float; I/O float32 either way
     name="executorch", title="ExecuTorch", precisions=("fp32", "int8"),
     exporter="rvm.exporters.executorch:export_executorch", runtime="rvm.runtimes.executorch:ExecuTorchRuntime",
-    tolerances={
-        "fp32": fp32_tolerance("alpha max 7.1e-6 / 3.0e-6 / 4.8e-6, foreground max 1.6e-6 / 2.6e-6 / 5.6e-6 "
-                               "(person_a / b / c, 58 frames); sample scene alpha max 9.9e-6"),
-        # PT2E int8 with KEEP_FP32's layers in float is further off than ONNX's QDQ int8 on person_a (MAD 2.35
-        # against 1.22), so it has bounds of its own. The state zeroed every frame on person_a (20 frames): alpha
-        # mean 1.32e-2 (MAD 13.2), foreground mean 1.86e-2, dtSSD 5.28; each bound but the maxima rejects it
-        "int8": Tolerance(0.5, 0.3, 4e-3, 1.2e-2, mad=4.0, dtssd=2.5,
-                          measured="alpha max 0.27 / 0.27 / 0.25, MAD 2.35 / 0.67 / 0.41; foreground max 0.072 / "
-                                   "0.156 / 0.133, mean 3.5e-3 / 6.0e-3 / 7.3e-3; dtSSD 1.12 / 0.59 / 0.38 (person_a "
-                                   "/ b / c, 58 frames; calibrated on 16 frames each of person_b/c)"),
-    },
+    tolerances=TOLERANCES["executorch"],
     artifact_name=_suffixed(".pte"), recognizes=_has_suffix(".pte"),
     artifact_description="an ExecuTorch program (.pte) exported by rvm-toolkit, with its rvm_metadata method",
     extra="executorch", requires=("executorch", "torchao"), runtime_requires=("executorch",), static="always",
@@ -569,28 +408,7 @@ register(Format(
     # calibrated with the state flowing, every convolution int8 (rvm.exporters.mnn)
     name="mnn", title="MNN", precisions=("fp32", "fp16", "int8"),
     exporter="rvm.exporters.mnn:export_mnn", runtime="rvm.runtimes.mnn:MnnRuntime",
-    tolerances={
-        # MNN's Winograd tiles at its default level cost float32 accuracy (alpha max 3.4e-4): the runtime runs level 0
-        "fp32": fp32_tolerance("alpha max 1.0e-5, mean 5.7e-8; foreground max 1.8e-6 (person_a, 58 frames)"),
-        # on the sample scene the worst pixel moves with the size, 2.8e-2 at 320x192 against 7.6e-2 at 324x184
-        "fp16": Tolerance(4e-2, 4e-2, 1e-3, 1e-3,
-                          measured="alpha max 1.8e-2, mean 2.0e-4; foreground max 4.7e-3, mean 3.6e-4 (person_a, 58 "
-                                   "frames); state zeroed every frame: alpha mean 1.27e-2").on_scene(
-            "sample scene, 8 frames at 320x192 and 324x184: alpha max 7.6e-2, mean 6.3e-4; foreground max 3.3e-2, "
-            "mean 6.0e-4", pha_max=0.12, fgr_max=8e-2),
-        # every convolution int8 (MNN's EMA quantizer keeps no layer float, unlike ONNX/OpenVINO's KEEP_FP32), so
-        # wider than INT8_TOLERANCE; hair-edge pixels flip, so alpha has no max bound. The state zeroed every frame
-        # on person_a (20 frames) costs MAD 17.1, dtSSD 6.0, foreground mean 2.0e-2: each of the three bounds
-        # rejects it. The worst clip in MAD and dtSSD is person_a, in foreground mean person_c
-        "int8": Tolerance(None, 0.5, 1.3e-2, 1.6e-2, mad=13.0, dtssd=4.5,
-                          measured="person_a, 58 frames: MAD 9.97, dtSSD 2.66, alpha max 0.88, foreground max 0.20 / "
-                                   "mean 6.8e-3; person_b/c, 58 frames: MAD 0.68 / 0.59, dtSSD 0.46 / 0.39, foreground "
-                                   "max 0.19 / 0.33, mean 1.10e-2 / 1.42e-2 (calibrated on 16 frames each of "
-                                   "person_b/c)").on_scene(
-            "sample scene, 8 frames at 320x192 and 324x184: MAD 12.9 / 10.0, dtSSD 4.7 / 4.1, foreground max 0.29, "
-            "mean 1.4e-2; state zeroed: MAD 21.8-30.2, dtSSD 11.5-11.8, foreground mean 3.2-3.5e-2",
-            pha_mean=2e-2, fgr_mean=2.2e-2, mad=20.0, dtssd=8.0),
-    },
+    tolerances=TOLERANCES["mnn"],
     artifact_name=_suffixed(".mnn"), recognizes=_has_suffix(".mnn"),
     artifact_description="an MNN model file (.mnn) with the RVM inputs and outputs", extra="mnn",
     requires=("MNN", "onnx", "onnxsim"), runtime_requires=("MNN",), static="optional",
@@ -601,11 +419,7 @@ register(Format(
     # metadata; the state stays on the GPU between frames. fp32 turns TF32 off
     name="tensorrt", title="TensorRT", precisions=("fp16", "fp32"),
     exporter="rvm.exporters.tensorrt:export_tensorrt", runtime="rvm.runtimes.tensorrt:TensorRTRuntime",
-    tolerances={
-        "fp16": _fp16_scene(Tolerance(4e-2, 4e-2, 4e-3, 4e-3,
-                                      measured="not measured here (no CUDA GPU): ONNX fp16's bounds")),
-        "fp32": fp32_tolerance("not measured here (no CUDA GPU)"),
-    },
+    tolerances=TOLERANCES["tensorrt"],
     artifact_name=_suffixed("", "_tensorrt"), recognizes=_is_tensorrt,
     artifact_description=f"a TensorRT folder with {TENSORRT_ENGINE_FILE} and {METADATA_FILE}", extra="tensorrt",
     requires=("tensorrt", "onnx", "onnxsim"), runtime_requires=("tensorrt", "torch"), static="always",
@@ -632,63 +446,6 @@ def detect(path) -> Optional[Format]:
         if entry.recognizes(path):
             return entry
     return None
-
-
-@dataclass(frozen=True)
-class Peer:
-    """An artifact made elsewhere that ours must agree with: run by the same runtime, measured in the same rows."""
-    name: str
-    format: str
-    precision: str
-    checkpoint: str  # name in the checkpoint manifest (found in $RVM_CHECKPOINT_DIR, the cache, or downloaded)
-    variant: str
-    refiner: str
-
-
-PEERS: Tuple[Peer, ...] = (
-    Peer("onnx (official download)", "onnx", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3", "deep_guided_filter"),
-    Peer("openvino (official download)", "openvino", "fp32", "rvm_mobilenetv3_fp32.onnx", "mobilenetv3",
-         "deep_guided_filter"),
-)
-# the yardstick of speed: what a user runs instead of our exports, the official fp32 ONNX in ONNX Runtime
-OFFICIAL = PEERS[0]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One row of parity and bench: an artifact of `format` in `precision`, exported from the model under test,
-    or a `peer` artifact made elsewhere."""
-    name: str
-    format: Format
-    precision: str
-    peer: Optional[Peer] = None
-    static: bool = False  # the static artifact of a format whose static profile is optional
-
-    @property
-    def is_static(self) -> bool:
-        """Its artifact has a fixed resolution: a static row, or a format that is always static."""
-        return self.static or self.format.static == "always"
-
-    def export_options(self, resolution: Resolution, downsample_ratio: float,
-                       calibration: Optional[str] = None) -> ExportOptions:
-        """Static rows are exported for the frames' own size and ratio; the rest keep shapes dynamic. Precisions
-        that need calibration get `calibration` (a source other than the frames compared; None: the export refuses)."""
-        static = self.is_static
-        return ExportOptions(resolution=resolution if static else None, downsample_ratio=downsample_ratio,
-                             static=static, validate=False,
-                             calibration=calibration if self.precision in self.format.calibrated else None)
-
-
-def targets(formats: Optional[Sequence[str]] = None) -> List[Target]:
-    """Every registered format and precision, each peer beside its format; narrowed to `formats` if given."""
-    rows = []
-    for entry in FORMATS.values():
-        if formats is not None and entry.name not in formats:
-            continue
-        rows += [Target(entry.name, entry, precision) for precision in entry.precisions]
-        rows += [Target(f"{entry.name} static", entry, precision, static=True) for precision in entry.static_rows]
-        rows += [Target(peer.name, entry, peer.precision, peer) for peer in PEERS if peer.format == entry.name]
-    return rows
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rvm import formats
+from rvm.tolerances import fp32_tolerance
 
 from .conftest import CLIPS, WEIGHTS, need
 
@@ -206,7 +207,7 @@ def pyproject_extras():
 
 def test_completeness_check_catches_a_format_without_a_runtime():
     broken = formats.Format(name="nonesuch", title="Nonesuch", precisions=("fp32",), exporter="rvm.exporters.onnx:nope",
-                            runtime="rvm.runtimes.nonesuch:NoRuntime", tolerances={"fp32": formats.fp32_tolerance("")},
+                            runtime="rvm.runtimes.nonesuch:NoRuntime", tolerances={"fp32": fp32_tolerance("")},
                             artifact_name=lambda *a: "x", recognizes=lambda p: False,
                             artifact_description="a nonesuch file")
     with pytest.raises(AssertionError):
@@ -222,6 +223,7 @@ def test_clip_for_validation_comes_from_the_tests_not_the_library():
 # Modules that are about particular formats by nature, each with why; every other rvm module is generic.
 FORMAT_SPECIFIC = {
     "rvm/formats.py": "the registry itself",
+    "rvm/tolerances.py": "the registry's bounds, one row per format",
     "rvm/web/site.py": "the browser page's two engines (TF.js, onnxruntime-web) are named after their formats in the "
                   "page's models.json, which app.js reads",
 }
@@ -259,8 +261,9 @@ def format_names_branched_on(path: Path):
 
 
 def test_generic_code_does_not_branch_on_format_names():
-    """What differs between formats is declared in the registry (rvm/formats.py) or by the format's runtime
-    (`threads`, `settings_sweeps`), never a comparison with a format's name in a generic module."""
+    """What differs between formats is declared in the registry (rvm/formats.py, its bounds in rvm/tolerances.py)
+    or by the format's runtime (`threads`, `settings_sweeps`), never a comparison with a format's name in a generic
+    module."""
     offenders = []
     for path in sorted((ROOT / "rvm").rglob("*.py")):
         relative = path.relative_to(ROOT).as_posix()

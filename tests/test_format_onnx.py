@@ -13,7 +13,8 @@ from rvm import formats
 from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import UsageError, ValidationError
 from rvm.exporters import export
-from rvm.formats import ExportOptions, Tolerance
+from rvm.formats import ExportOptions
+from rvm.tolerances import Tolerance
 
 from .conftest import OFFICIAL_ONNX, RATIO, fgf_model, max_errors, need, pytorch_outputs
 

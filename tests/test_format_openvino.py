@@ -16,6 +16,7 @@ from rvm.iospec import spec_path, state_shapes  # noqa: E402
 from rvm.media.samples import validation_frames  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
 from rvm.runtimes.pytorch import PyTorchRuntime  # noqa: E402
+from rvm.targets import targets  # noqa: E402
 
 from .artifact_helpers import (  # noqa: E402
     FRAMES,
@@ -114,7 +115,7 @@ def test_stateful_form_matches_state_ports(model, clip, folder):
 
 def test_official_onnx_download_runs_in_openvino(model, clip):
     """The registry's peer row: the official file run by the OpenVINO runtime, not ONNX Runtime."""
-    (peer,) = [t for t in formats.targets(["openvino"]) if t.peer is not None]
+    (peer,) = [t for t in targets(["openvino"]) if t.peer is not None]
     with peer.format.load(need(OFFICIAL_ONNX), device="cpu") as runtime:
         assert runtime.backend == "openvino" and runtime.info.metadata is None
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, clip, RATIO)
@@ -136,7 +137,7 @@ def test_int8_calibrated_with_flowing_state(model, clip, folder, capfd):
 
 def test_parity_rows_from_the_registry():
     """Static rows and the peer come from the registry; int8 rows carry calibration only when given one."""
-    rows = {(t.name, t.precision): t for t in formats.targets(["onnx", "openvino"])}
+    rows = {(t.name, t.precision): t for t in targets(["onnx", "openvino"])}
     assert {("onnx static", "fp32"), ("onnx static", "int8"), ("openvino static", "fp32"),
             ("openvino static", "int8"), ("openvino (official download)", "fp32")} <= set(rows)
     options = rows[("openvino static", "int8")].export_options((324, 184), 0.5, "clips/b.mp4")

@@ -12,6 +12,7 @@ from rvm.errors import BackendUnavailable, MissingDependency, UsageError
 from rvm.exporters import export
 from rvm.formats import ExportOptions
 from rvm.runtimes import load
+from rvm.targets import targets
 
 from .artifact_helpers import STATIC, STATIC_SIZE, compare_and_reject_a_lost_state
 
@@ -62,7 +63,7 @@ def test_runtime_fails_in_one_line(tmp_path):
 def test_registry_entry():
     entry = formats.get("tensorrt")
     assert entry.static == "always" and not entry.in_all and entry.marks == ("gpu",) and entry.runs_on
-    assert [t.precision for t in formats.targets(["tensorrt"])] == ["fp16", "fp32"]  # parity and bench rows
+    assert [t.precision for t in targets(["tensorrt"])] == ["fp16", "fp32"]  # parity and bench rows
     with pytest.raises(UsageError, match="--resolution"):
         formats.plan("tensorrt", "fp16", ExportOptions())
 

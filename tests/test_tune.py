@@ -17,6 +17,7 @@ from PIL import Image
 
 from rvm import formats, tuning
 from rvm.measure import tune as tuner
+from rvm.targets import OFFICIAL
 
 from .conftest import run_as_user as run
 from .conftest import user_env
@@ -46,7 +47,7 @@ def test_tune_writes_record_table_and_plot(user):
     assert record["key"] == tuning.fingerprint_key(record["fingerprint"])
     rows = {(r["name"], r["precision"]): r for r in record["candidates"]}
     ours = [rows[("onnx static", p)] for p in ("fp32", "int8")]
-    official = rows[(formats.PEERS[0].name, "fp32")]
+    official = rows[(OFFICIAL.name, "fp32")]
     for row in ours:  # proven on the sample scene within the registered bounds, benched beside the others
         assert row["status"] == "ok", row
         bounds = formats.get("onnx").tolerance(row["precision"], scene=True)

@@ -6,6 +6,7 @@ from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, parse_backends
 from rvm.errors import UsageError
 from rvm.measure.parity import REFERENCE, run_parity, to_json, to_markdown
+from rvm.targets import targets
 
 
 def add_arguments(parser) -> None:
@@ -34,7 +35,7 @@ def command(args) -> int:
                          "or set RVM_VALIDATION_CLIP")
     model = load_model(args.checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.media.samples
-    rows = run_parity(model, frames, args.downsample_ratio, formats.targets(backends),
+    rows = run_parity(model, frames, args.downsample_ratio, targets(backends),
                       reference_row=REFERENCE in backends, calibration=args.calibration)
     if args.json:
         context = {"checkpoint": args.checkpoint, "clip": str(clip), "frames": len(frames),

@@ -20,6 +20,8 @@ import numpy as np
 
 from rvm import formats
 from rvm.errors import BackendError, UsageError, one_line
+from rvm.targets import OFFICIAL, PEERS, Target
+from rvm.targets import targets as all_targets
 from rvm.tuning import EXACT_MAD
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float,
+def build_artifacts(model, targets: Sequence[Target], folder: str, size: Tuple[int, int], ratio: float,
                     calibration: Optional[str] = None) -> dict:
     """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
     precisions that need calibration calibrate on `calibration`."""
@@ -148,7 +150,7 @@ def run_sweep(runtime_class, sweep, path, src: np.ndarray, ratio: float, frames:
                           src, ratio, frames, repeats)
 
 
-def sweeps_of(targets: Sequence[formats.Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
+def sweeps_of(targets: Sequence[Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
               repeats: int) -> dict:
     """sweep key -> rows, for each exported row (not a peer download) whose runtime declares a sweep of its
     precision and profile."""
@@ -336,7 +338,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
     0 skips the proof."""
     from rvm.contracts import auto_downsample_ratio
     from rvm.media.samples import default_clip, validation_frames
-    targets = formats.targets([b for b in backends if b in formats.FORMATS])
+    targets = all_targets([b for b in backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
@@ -425,8 +427,8 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         summary[resolution] = {"fastest": f"{fastest.name} {fastest.precision}",
                                "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch}
         by_key = {(t.name, t.precision): t for t in rows}
-        official = by_key.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
-        peers = {peer.name for peer in formats.PEERS}
+        official = by_key.get((OFFICIAL.name, OFFICIAL.precision))
+        peers = {peer.name for peer in PEERS}
         ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE]
         for quality, eligible in (("proven", ours),
                                   ("exact", [t for t in ours if t.mad is not None and t.mad <= EXACT_MAD])):
@@ -434,7 +436,7 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
             summary[resolution][f"fastest_{quality}"] = f"{best.name} {best.precision}" if best else None
             summary[resolution][f"fastest_{quality}_over_official"] = \
                 median_ratio(best.repeat_fps, official.repeat_fps) if best and official else None
-        for peer in formats.PEERS:  # our export of the same format and precision over the official download
+        for peer in PEERS:  # our export of the same format and precision over the official download
             ours, theirs = by_key.get((peer.format, peer.precision)), by_key.get((peer.name, peer.precision))
             # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
             summary[resolution][f"our_{peer.format}_{peer.precision}_over_official"] = \

@@ -15,11 +15,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from rvm import formats
 from rvm.compare import compare
 from rvm.errors import UsageError, one_line
 from rvm.exporters import export
 from rvm.runtimes.pytorch import PyTorchRuntime
+from rvm.targets import Peer, Target
+from rvm.targets import targets as all_targets
 
 log = logging.getLogger(__name__)
 REFERENCE = "pytorch"
@@ -51,7 +52,7 @@ class ParityRow:
     pha_mean_per_frame: List[float] = field(default_factory=list, repr=False)
 
 
-def peer_path(peer: formats.Peer, model) -> Path:
+def peer_path(peer: Peer, model) -> Path:
     """The peer artifact, found like a checkpoint (`$RVM_CHECKPOINT_DIR`, the cache, or downloaded)."""
     if (model.variant, model.refiner_name) != (peer.variant, peer.refiner):
         raise UsageError(f"compares with {peer.variant} / {peer.refiner} only; this model is {model.variant} / "
@@ -60,7 +61,7 @@ def peer_path(peer: formats.Peer, model) -> Path:
     return fetch(peer.checkpoint)[0]
 
 
-def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, targets: Sequence[formats.Target] = None,
+def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, targets: Sequence[Target] = None,
                folder=None, reference_row: bool = True, calibration: Optional[str] = None,
                scene: bool = False, device: str = "cpu") -> List[ParityRow]:
     """Compare each target with PyTorch fp32 (`model`) over `frames` (uint8 HWC). Artifacts are exported into
@@ -69,7 +70,7 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
     `scene`: the frames are the sample scene, so rows are held to its bounds, and a row that cannot be proven on
     it (`Tolerance.needs_clip`) is unavailable with that reason, not exported. Candidates run on `device`; the
     reference on the CPU."""
-    targets = formats.targets() if targets is None else targets
+    targets = all_targets() if targets is None else targets
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
     rows = [ParityRow(REFERENCE, REFERENCE, "fp32", "reference", reason="the reference", frames=len(frames))] \

@@ -24,6 +24,7 @@ from rvm import formats, tuning
 from rvm.errors import BackendUnavailable, MissingDependency, UsageError
 from rvm.measure.bench import REFERENCE, interleaved_rates, median_ratio, open_runtime, sample_frame
 from rvm.measure.parity import run_parity
+from rvm.targets import OFFICIAL, PEERS, Target
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Candidate:
 
 
 def candidates(backends: Optional[Sequence[str]] = None, precisions: Optional[Sequence[str]] = None
-               ) -> Tuple[List[formats.Target], List[Candidate]]:
+               ) -> Tuple[List[Target], List[Candidate]]:
     """(the rows to export and prove, the formats this machine cannot export or run, with the reason), narrowed
     to `backends` and `precisions` when given."""
     rows, skipped = [], []
@@ -73,9 +74,9 @@ def candidates(backends: Optional[Sequence[str]] = None, precisions: Optional[Se
             continue
         static = entry.static == "optional"
         name = f"{entry.name} static" if static else entry.name
-        rows += [formats.Target(name, entry, precision, static=static) for precision in entry.precisions
+        rows += [Target(name, entry, precision, static=static) for precision in entry.precisions
                  if precisions is None or precision in precisions]
-        rows += [formats.Target(peer.name, entry, peer.precision, peer) for peer in formats.PEERS
+        rows += [Target(peer.name, entry, peer.precision, peer) for peer in PEERS
                  if peer.format == entry.name]
     return rows, skipped
 
@@ -103,7 +104,7 @@ def proof_frames(clip, size: Tuple[int, int], count: int) -> List[np.ndarray]:
     return resize_frames(frames, size)
 
 
-def prove(model, targets: Sequence[formats.Target], frames, ratio: float, folder: Path, calibration: str,
+def prove(model, targets: Sequence[Target], frames, ratio: float, folder: Path, calibration: str,
           scene: bool, device: str, progress: bool) -> List[Candidate]:
     from tqdm import tqdm
     proven = []
@@ -130,7 +131,7 @@ def bench(model, rows: List[Candidate], size: Tuple[int, int], ratio: float, dev
     finally:
         for runtime in runtimes.values():
             runtime.close()
-    official = rates.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
+    official = rates.get((OFFICIAL.name, OFFICIAL.precision))
     for row in measured:
         row.repeat_fps = rates[(row.name, row.precision)]
         row.fps = statistics.median(row.repeat_fps)
