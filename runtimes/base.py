@@ -17,6 +17,7 @@ from rvm import formats, tuning
 from rvm.contracts import auto_downsample_ratio
 from rvm.errors import ArtifactError, ResolutionChangedError, UsageError
 from rvm.metadata import METADATA_FILE, PRODUCER, ArtifactMetadata
+from rvm.targets import REFERENCE
 
 log = logging.getLogger(__name__)
 Ratio = Union[float, str, None]
@@ -210,7 +211,7 @@ def runtime_class(path) -> type:
         entry.require(runtime=True)
         return entry.entry_point("runtime")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
-        module, name = formats.REFERENCE_RUNTIME.split(":")
+        module, name = REFERENCE.runtime.split(":")
         return getattr(importlib.import_module(module), name)
     titles = ", ".join(f.title for f in formats.FORMATS.values())
     if p.is_dir():

@@ -427,10 +427,6 @@ register(Format(
     runs_on="an NVIDIA GPU with CUDA and TensorRT ([tensorrt] extra)"))
 
 
-# PyTorch eager runs checkpoints: the reference every format is measured against, not an exported format
-REFERENCE_RUNTIME = "rvm.runtimes.pytorch:PyTorchRuntime"
-
-
 # ---- lookups -----------------------------------------------------------------------------------------------
 def get(name: str) -> Format:
     try:

@@ -1,11 +1,27 @@
 """The rows of parity and bench: every registered format and precision (`targets()`), the artifacts made elsewhere
-that ours must agree with (`PEERS`, the official downloads). Built from the registry (`rvm.formats`); nothing here
-branches on a format's name.
+that ours must agree with (`PEERS`, the official downloads), and the PyTorch reference every row is measured
+against (`REFERENCE`). Built from the registry (`rvm.formats`); nothing here branches on a format's name.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from rvm.formats import FORMATS, ExportOptions, Format, Resolution
+
+
+@dataclass(frozen=True)
+class Reference:
+    """PyTorch eager fp32 on the checkpoint: the reference every format is measured against, not an exported
+    format. Its row is `name` in parity, `key` in bench (every ratio is to it, measured in the same run)."""
+    name: str
+    precision: str
+    runtime: str  # "module:Class", as a format's `runtime`
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        return (self.name, self.precision)
+
+
+REFERENCE = Reference("pytorch", "fp32", "rvm.runtimes.pytorch:PyTorchRuntime")
 
 
 @dataclass(frozen=True)

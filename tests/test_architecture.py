@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rvm import formats
+from rvm.targets import REFERENCE
 from rvm.tolerances import fp32_tolerance
 
 from .conftest import CLIPS, WEIGHTS, need
@@ -285,7 +286,7 @@ def test_the_format_name_scan_finds_branching(tmp_path):
                                                 (7, "coreml"), (7, "tf")]
 
 
-@pytest.mark.parametrize("runtime", [entry.runtime for entry in formats.FORMATS.values()] + [formats.REFERENCE_RUNTIME])
+@pytest.mark.parametrize("runtime", [entry.runtime for entry in formats.FORMATS.values()] + [REFERENCE.runtime])
 def test_every_runtime_takes_threads(runtime):
     """Generic code (batch workers) passes `threads=` to whichever runtime runs the artifact."""
     import inspect

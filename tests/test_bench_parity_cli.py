@@ -88,12 +88,13 @@ def test_peak_memory_of_a_spawned_child_is_its_own():
 def test_bench_proof_rejects_a_row_with_its_state_zeroed(model, frames):
     """The proof behind `fastest_proven`: a runtime that loses its state every frame is not proven."""
     from rvm import formats
-    from rvm.measure.bench import REFERENCE, prove_rows
+    from rvm.measure.bench import prove_rows
     from rvm.runtimes.pytorch import PyTorchRuntime
+    from rvm.targets import REFERENCE
 
     from .artifact_helpers import StateZeroedEveryFrame
     entry = formats.get("torchscript")
-    runtimes = {REFERENCE: PyTorchRuntime(model, device="cpu"), ("torchscript", "fp32"): PyTorchRuntime(model),
+    runtimes = {REFERENCE.key: PyTorchRuntime(model, device="cpu"), ("torchscript", "fp32"): PyTorchRuntime(model),
                 ("broken", "fp32"): StateZeroedEveryFrame(PyTorchRuntime(model))}
     proofs = prove_rows(model, runtimes, {key: entry for key in runtimes}, frames[:12], 0.5, scene=False)
     assert proofs[("torchscript", "fp32")][0] is True and proofs[("torchscript", "fp32")][1] < 1e-6

@@ -2,11 +2,13 @@
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, add_resolution, parse_backends
 from rvm.measure.bench import DEFAULT_BACKENDS, PROOF_FRAMES, parse_resolutions, run_bench, to_markdown
+from rvm.targets import REFERENCE
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                        help=f"comma-separated subset of pytorch,{','.join(formats.FORMATS)} (default: %(default)s)")
+                        help=f"comma-separated subset of {REFERENCE.name},{','.join(formats.FORMATS)} "
+                             f"(default: %(default)s)")
     add_resolution(parser, default="1920x1080", type=str,
                    help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
     add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")

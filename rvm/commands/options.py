@@ -9,7 +9,7 @@ from typing import List, Optional
 from rvm import formats
 from rvm.checkpoints import DEFAULT_CHECKPOINT
 from rvm.errors import UsageError
-from rvm.measure.parity import REFERENCE
+from rvm.targets import REFERENCE
 
 # canonical spelling -> old spellings that still parse into the same dest, hidden from --help
 HIDDEN_ALIASES = {"--downsample-ratio": ("--ratio",), "--resolution": ("--resolutions",)}
@@ -88,8 +88,8 @@ def add_checkpoint(parser, help: str = "checkpoint name or path (default %(defau
 def parse_backends(text: str) -> List[str]:
     """`--backends`: registered format names and the reference, comma-separated."""
     names = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = sorted(set(names) - {REFERENCE, *formats.FORMATS})
+    unknown = sorted(set(names) - {REFERENCE.name, *formats.FORMATS})
     if unknown:
         raise UsageError(f"unknown backend(s) {', '.join(unknown)}: "
-                         f"choose from {REFERENCE}, {', '.join(formats.FORMATS)}")
+                         f"choose from {REFERENCE.name}, {', '.join(formats.FORMATS)}")
     return names

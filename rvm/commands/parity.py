@@ -5,12 +5,12 @@ from pathlib import Path
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, parse_backends
 from rvm.errors import UsageError
-from rvm.measure.parity import REFERENCE, run_parity, to_json, to_markdown
-from rvm.targets import targets
+from rvm.measure.parity import run_parity, to_json, to_markdown
+from rvm.targets import REFERENCE, targets
 
 
 def add_arguments(parser) -> None:
-    names = [REFERENCE, *formats.FORMATS]
+    names = [REFERENCE.name, *formats.FORMATS]
     parser.add_argument("--backends", default=",".join(names),
                         help=f"comma-separated subset of {','.join(names)} (default: all)")
     add_checkpoint(parser)
@@ -36,7 +36,7 @@ def command(args) -> int:
     model = load_model(args.checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.media.samples
     rows = run_parity(model, frames, args.downsample_ratio, targets(backends),
-                      reference_row=REFERENCE in backends, calibration=args.calibration)
+                      reference_row=REFERENCE.name in backends, calibration=args.calibration)
     if args.json:
         context = {"checkpoint": args.checkpoint, "clip": str(clip), "frames": len(frames),
                    "downsample_ratio": args.downsample_ratio}

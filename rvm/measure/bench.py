@@ -20,15 +20,14 @@ import numpy as np
 
 from rvm import formats
 from rvm.errors import BackendError, UsageError, one_line
-from rvm.targets import OFFICIAL, PEERS, Target
+from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
 from rvm.targets import targets as all_targets
 from rvm.tuning import EXACT_MAD
 
 log = logging.getLogger(__name__)
 
-REFERENCE = ("pytorch", "fp32")  # every ratio is to PyTorch eager fp32, measured in the same run
 PROOF_FRAMES = 8  # recurrent frames each row is proven over (at the first resolution)
-DEFAULT_BACKENDS = ("pytorch", *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
+DEFAULT_BACKENDS = (REFERENCE.name, *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
 
 
 @dataclass
@@ -128,7 +127,7 @@ def open_runtime(model, key, path, device, entry: Optional[formats.Format] = Non
     run by the row's format `entry`."""
     from rvm.runtimes import load
     from rvm.runtimes.pytorch import PyTorchRuntime
-    if key == REFERENCE:
+    if key == REFERENCE.key:
         return PyTorchRuntime(model, device=device, precision=key[1])
     if isinstance(path, Exception):
         raise path
@@ -180,13 +179,13 @@ def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: floa
 def prove_rows(model, runtimes: dict, entries: dict, frames: Sequence[np.ndarray], ratio: float,
                scene: bool) -> dict:
     """key -> (within the row's registered bounds, alpha MAD, what exceeded them), every row against PyTorch eager
-    fp32 (`runtimes[REFERENCE]`) over `frames` with the state carried (`rvm.compare`)."""
+    fp32 (`runtimes[REFERENCE.key]`) over `frames` with the state carried (`rvm.compare`)."""
     from rvm.compare import compare
     proofs = {}
     for key, runtime in runtimes.items():
-        if key == REFERENCE:
+        if key == REFERENCE.key:
             continue
-        result = compare(runtimes[REFERENCE], runtime, frames, ratio)
+        result = compare(runtimes[REFERENCE.key], runtime, frames, ratio)
         problems = result.failures(entries[key].tolerance(key[1], model.refiner_name, scene=scene))
         proofs[key] = (not problems, result.metrics.mad, "; ".join(problems))
     return proofs
@@ -347,7 +346,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
         runtimes = {}
         entries = {(t.name, t.precision): t.format for t in targets}
-        for key in [REFERENCE] + list(entries):
+        for key in [REFERENCE.key] + list(entries):
             try:
                 runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
@@ -366,7 +365,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                        if runtime.info.fixed_resolution in (None, (width, height))}
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in fitting))
             rates = interleaved_rates(fitting, src, r, frames, repeats)
-            baseline = rates.get(REFERENCE)
+            baseline = rates.get(REFERENCE.key)
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 first = (width, height) == resolutions[0]  # where the rows were proven
@@ -386,7 +385,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         fastest = max(measured, key=lambda t: t.fps) if measured else None
         if e2e_frames and measured:
             video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
-            chosen = {REFERENCE, (fastest.name, fastest.precision)} & set(runtimes)
+            chosen = {REFERENCE.key, (fastest.name, fastest.precision)} & set(runtimes)
             for key in sorted(chosen):
                 out = Path(folder) / "out"
                 out.mkdir(exist_ok=True)
@@ -429,7 +428,7 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         by_key = {(t.name, t.precision): t for t in rows}
         official = by_key.get((OFFICIAL.name, OFFICIAL.precision))
         peers = {peer.name for peer in PEERS}
-        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE]
+        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE.key]
         for quality, eligible in (("proven", ours),
                                   ("exact", [t for t in ours if t.mad is not None and t.mad <= EXACT_MAD])):
             best = max(eligible, key=lambda t: t.fps, default=None)

@@ -19,11 +19,10 @@ from rvm.compare import compare
 from rvm.errors import UsageError, one_line
 from rvm.exporters import export
 from rvm.runtimes.pytorch import PyTorchRuntime
-from rvm.targets import Peer, Target
+from rvm.targets import REFERENCE, Peer, Target
 from rvm.targets import targets as all_targets
 
 log = logging.getLogger(__name__)
-REFERENCE = "pytorch"
 METRICS = ("mad", "mse", "grad", "conn", "dtssd")
 
 
@@ -73,8 +72,8 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
     targets = all_targets() if targets is None else targets
     reference = PyTorchRuntime(model, device="cpu")
     height, width = frames[0].shape[:2]
-    rows = [ParityRow(REFERENCE, REFERENCE, "fp32", "reference", reason="the reference", frames=len(frames))] \
-        if reference_row else []
+    rows = [ParityRow(REFERENCE.name, REFERENCE.name, REFERENCE.precision, "reference", reason="the reference",
+                      frames=len(frames))] if reference_row else []
     with contextlib.ExitStack() as stack:
         folder = folder or stack.enter_context(tempfile.TemporaryDirectory())
         for target in targets:

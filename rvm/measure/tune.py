@@ -22,9 +22,9 @@ import numpy as np
 
 from rvm import formats, tuning
 from rvm.errors import BackendUnavailable, MissingDependency, UsageError
-from rvm.measure.bench import REFERENCE, interleaved_rates, median_ratio, open_runtime, sample_frame
+from rvm.measure.bench import interleaved_rates, median_ratio, open_runtime, sample_frame
 from rvm.measure.parity import run_parity
-from rvm.targets import OFFICIAL, PEERS, Target
+from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def bench(model, rows: List[Candidate], size: Tuple[int, int], ratio: float, dev
           repeats: int) -> Optional[float]:
     """frames/s of every proven row, PyTorch eager and the peers, repeats taking turns; sets each row's fps and
     ratios; returns PyTorch's frames/s."""
-    runtimes = {REFERENCE: open_runtime(model, REFERENCE, None, device)}
+    runtimes = {REFERENCE.key: open_runtime(model, REFERENCE.key, None, device)}
     measured = [row for row in rows if row.status == "ok"]
     for row in measured:
         runtimes[(row.name, row.precision)] = formats.get(row.format).load(row.artifact, device=device)
@@ -135,9 +135,9 @@ def bench(model, rows: List[Candidate], size: Tuple[int, int], ratio: float, dev
     for row in measured:
         row.repeat_fps = rates[(row.name, row.precision)]
         row.fps = statistics.median(row.repeat_fps)
-        row.ratio_to_pytorch = median_ratio(row.repeat_fps, rates[REFERENCE])
+        row.ratio_to_pytorch = median_ratio(row.repeat_fps, rates[REFERENCE.key])
         row.ratio_to_official = median_ratio(row.repeat_fps, official) if official else None
-    return statistics.median(rates[REFERENCE])
+    return statistics.median(rates[REFERENCE.key])
 
 
 def classify(rows: List[Candidate]) -> dict:
