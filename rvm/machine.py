@@ -1,6 +1,7 @@
-"""Facts about this machine and its installed packages, read without importing the packages: the CPU (model,
-cores, the instruction sets kernels dispatch on), memory, GPUs, package versions. `rvm env` reports them; a tuning
-record (`rvm.tuning`) keys on them, so a record made on another CPU, GPU or package set is never reused.
+"""Facts about this machine and its installed packages, read without importing the packages: Python and the OS, the
+CPU (model, cores, the instruction sets kernels dispatch on), memory, GPUs, package versions. `rvm env` reports them;
+a tuning record (`rvm.tuning`) keys on them, so a record made on another CPU, GPU or package set is never reused;
+`summary()` is the machine in brief that `rvm bench` and `rvm parity` results carry.
 
 Every probe that can fail raises `Unknown` with the reason; `probe(f)` turns that into `{"unknown": reason}`.
 """
@@ -10,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -55,6 +57,25 @@ def run_command(*command: str) -> str:
         message = (done.stderr or done.stdout).strip().splitlines()
         raise Unknown(f"`{' '.join(command)}` exited {done.returncode}" + (f": {message[-1]}" if message else ""))
     return done.stdout.strip()
+
+
+def python() -> Dict[str, Any]:
+    return {"version": platform.python_version(), "implementation": platform.python_implementation(),
+            "executable": sys.executable}
+
+
+def system() -> Dict[str, Any]:
+    info = {"platform": platform.platform(), "system": platform.system(), "release": platform.release(),
+            "machine": platform.machine()}
+    if platform.system() == "Linux":
+        os_release = Path("/etc/os-release")
+        if os_release.is_file():
+            fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
+            if "PRETTY_NAME" in fields:
+                info["distribution"] = fields["PRETTY_NAME"].strip('"')
+    elif platform.system() == "Darwin":
+        info["distribution"] = f"macOS {platform.mac_ver()[0]}"
+    return info
 
 
 def _cpuinfo() -> Tuple[Optional[str], List[str]]:
@@ -164,4 +185,20 @@ def gpus() -> Dict[str, Any]:
     info: Dict[str, Any] = {"source": "torch", "devices": devices}
     if failed:
         info["nvidia_smi"] = failed
+    return info
+
+
+def summary() -> Dict[str, Any]:
+    """The machine in brief, the "machine" of `rvm bench` and `rvm parity` results: platform, Python, CPU model and
+    cores, torch, the GPU torch sees, and the onnxruntime and tensorflow versions (None when not installed)."""
+    import torch
+    processor = cpu()
+    model = processor["model"]
+    info = {"platform": system()["platform"], "python": python()["version"],
+            "cpu": model if isinstance(model, str) else "unknown", "cores": processor["logical_cores"],
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    distributions = importlib.metadata.packages_distributions()
+    for name in ("onnxruntime", "tensorflow"):  # from metadata: importing tensorflow takes seconds
+        found = package(name, distributions)
+        info[name] = found["version"] if found["installed"] else None
     return info

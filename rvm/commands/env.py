@@ -13,15 +13,13 @@ branches on a format's name.
 import importlib.util
 import json
 import os
-import platform
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from rvm import formats
 from rvm.errors import BackendUnavailable, MissingDependency, MissingNodePackages
-from rvm.machine import KERNEL_ENV_VARS, Unknown, cpu, gpus, memory, packages, probe, run_command
+from rvm.machine import KERNEL_ENV_VARS, Unknown, cpu, gpus, memory, packages, probe, python, run_command, system
 from rvm.version import __version__
 
 ENV_VARS = (*KERNEL_ENV_VARS, "RVM_CHECKPOINT_DIR", "RVM_VALIDATION_CLIP")
@@ -30,25 +28,6 @@ ENV_VARS = (*KERNEL_ENV_VARS, "RVM_CHECKPOINT_DIR", "RVM_VALIDATION_CLIP")
 # ---- the toolkit, Python, the OS ----------------------------------------------------------------------------
 def toolkit() -> Dict[str, Any]:
     return {"version": __version__, "path": str(Path(__file__).resolve().parents[1])}  # the rvm package
-
-
-def python() -> Dict[str, Any]:
-    return {"version": platform.python_version(), "implementation": platform.python_implementation(),
-            "executable": sys.executable}
-
-
-def system() -> Dict[str, Any]:
-    info = {"platform": platform.platform(), "system": platform.system(), "release": platform.release(),
-            "machine": platform.machine()}
-    if platform.system() == "Linux":
-        os_release = Path("/etc/os-release")
-        if os_release.is_file():
-            fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line)
-            if "PRETTY_NAME" in fields:
-                info["distribution"] = fields["PRETTY_NAME"].strip('"')
-    elif platform.system() == "Darwin":
-        info["distribution"] = f"macOS {platform.mac_ver()[0]}"
-    return info
 
 
 def environment() -> Dict[str, str]:

@@ -6,7 +6,6 @@ speed of what a user may deploy over what they would run instead: the fastest pr
 """
 import logging
 import multiprocessing
-import os
 import platform
 import resource
 import statistics
@@ -18,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rvm import formats
+from rvm import formats, machine
 from rvm.errors import BackendError, UsageError, one_line
 from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
 from rvm.targets import targets as all_targets
@@ -306,29 +305,6 @@ def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     return queue.get()
 
 
-def describe_machine() -> dict:
-    import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
-            "cores": os.cpu_count(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for module in ("onnxruntime", "tensorflow"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
-    return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
               calibration: Optional[str] = None, clip=None, proof_frames: int = PROOF_FRAMES) -> dict:
@@ -403,7 +379,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 memory[count] = peak_memory_mib(model_source, key, paths.get(key), video, r)
         for runtime in runtimes.values():
             runtime.close()
-    result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
+    result = {"machine": machine.summary(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
               **sweeps}
     if memory:
@@ -448,9 +424,9 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
 
 
 def to_markdown(result: dict) -> str:
-    machine = result["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; torch "
-             f"{machine['torch']}, onnxruntime {machine['onnxruntime']}, tensorflow {machine['tensorflow']}",
+    host = result["machine"]
+    lines = [f"Machine: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}; torch "
+             f"{host['torch']}, onnxruntime {host['onnxruntime']}, tensorflow {host['tensorflow']}",
              "", "Tensor throughput (batch 1, recurrent state carried, median of repeats):", "",
              "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | proven | alpha MAD "
              "| note |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,6 @@ downloads) are run the same way. Rows and tolerances come from the format regist
 """
 import contextlib
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from rvm import machine
 from rvm.compare import compare
 from rvm.errors import UsageError, one_line
 from rvm.exporters import export
@@ -118,11 +118,6 @@ def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, tar
     return rows
 
 
-def machine() -> dict:
-    import torch
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-
-
 def _number(value, spec: str = ".2e") -> str:
     return "" if value is None else format(value, spec)
 
@@ -143,5 +138,5 @@ def to_markdown(rows: List[ParityRow]) -> str:
 
 
 def to_json(rows: List[ParityRow], context: dict) -> dict:
-    return {**context, "machine": machine(), "metric_units": "MAD, MSE x1e-3; Grad, Conn /1e3; dtSSD x1e-2",
+    return {**context, "machine": machine.summary(), "metric_units": "MAD, MSE x1e-3; Grad, Conn /1e3; dtSSD x1e-2",
             "rows": [{k: v for k, v in asdict(r).items() if k != "pha_mean_per_frame"} for r in rows]}
