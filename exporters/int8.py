@@ -5,7 +5,7 @@ run over a clip, not zero states, so the ranges of the state tensors are those m
 Calibration frames come from `options.calibration` (a clip, a folder of frames, or several joined by commas;
 checked by the registry entry's `check` before any work), never from shared material and never from the clip
 parity runs on.
-`KEEP_FP32` names the layers that stay in float, chosen by measurement (README, INT8).
+`KEEP_FP32` names the layers that stay in float, chosen by measurement (docs/static-int8.md, INT8).
 """
 import contextlib
 import logging
@@ -21,7 +21,7 @@ from rvm.formats import calibration_sources
 
 log = logging.getLogger(__name__)
 
-# Node-name fragments of the layers kept in float, chosen by a per-block sweep (README, INT8):
+# Node-name fragments of the layers kept in float, chosen by a per-block sweep (docs/static-int8.md, INT8):
 # int8 weights of the stem alone (features.0/1, whose activations reach 58) cost alpha MAD 7-15; the rest of the
 # encoder, LR-ASPP, the 1/2-resolution decoder block fed by the stem (decode1), the 1/16 ConvGRU (decode4, whose
 # state otherwise drifts under NNCF) and the full-resolution refiner and output head each cost 0.2-4.7. Kept in
@@ -40,7 +40,7 @@ KEEP_FP32 = ("/backbone/", "/aspp/", "/decoder/decode4/", "/decoder/decode1/", "
 ONNX_KEEP_FP32 = tuple(part for part in KEEP_FP32 if part != "/decoder/decode1/") + (
     "/decoder/decode1/conv/conv.0/Conv_part1", "/decoder/decode0/conv/conv.0/Conv_part1", "/conv/conv.0/Conv_part2")
 CALIBRATION_UPSCALE = 2  # as export validation: the small sample clips are upscaled so a person is seen
-CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: README, INT8)
+CALIBRATION_FRAMES = 16  # read per calibration source (measured setting: docs/static-int8.md, INT8)
 
 
 def calibration_samples(model, options, with_ratio: bool, frames_per_source: int = CALIBRATION_FRAMES

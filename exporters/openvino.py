@@ -25,7 +25,7 @@ def export_openvino(model, path, precision: str, options) -> None:
     onnx_file = folder / "fp32.onnx"  # convert_model reads files, not ModelProto objects
     onnx.save(fp32_graph(model, options), str(onnx_file))
     # int8 quantizes the graph as the ONNX frontend reads it: NNCF with the same float layers kept reached alpha
-    # MAD 1.00 there and 1.93 on convert_model's fused graph (README, INT8)
+    # MAD 1.00 there and 1.93 on convert_model's fused graph (docs/static-int8.md, INT8)
     ov_model = ov.Core().read_model(str(onnx_file)) if precision == "int8" else ov.convert_model(str(onnx_file))
     onnx_file.unlink()
     if precision == "int8":

@@ -39,9 +39,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # tensorflowjs `quantization_dtype_map` per precision: weight-name patterns per storage dtype (the TF network
 # names each convolution's weights after its module path, see rvm.exporters.tf_network); `True` marks the dtype of
-# every weight no pattern names. `mixed` was chosen by measurement (README, TF.js precisions): uint8 on the early
-# backbone, the decoder, the refiner or even the squeeze-excitation gates alone costs alpha MAD 0.3-9 (x1e-3) or
-# dtSSD 2-4x fp16's on person_a; the encoder's last 1x1 convolution and the LR-ASPP (400k weights) are harmless.
+# every weight no pattern names. `mixed` was chosen by measurement (docs/formats.md, TF.js precisions): uint8 on the
+# early backbone, the decoder, the refiner or even the squeeze-excitation gates alone costs alpha MAD 0.3-9 (x1e-3)
+# or dtSSD 2-4x fp16's on person_a; the encoder's last 1x1 convolution and the LR-ASPP (400k weights) are harmless.
 UINT8_IN_MIXED = ("*/backbone/layers/16/*", "*/aspp/*")
 QUANTIZATION = {
     "mixed": {"uint8": list(UINT8_IN_MIXED), "float16": True},

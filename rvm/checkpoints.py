@@ -240,8 +240,8 @@ def build_model(state: Dict[str, Tensor], source, variant: Optional[str] = None,
 
 def load_model(name_or_path=DEFAULT_CHECKPOINT, variant: Optional[str] = None, refiner: Optional[str] = None,
                device: str = "cpu") -> MattingNetwork:
-    """MattingNetwork in eval mode from a `.pth`/`.onnx` path or a known checkpoint name (see the README for
-    the lookup order). `model.checkpoint_info` records what was loaded, for artifact metadata."""
+    """MattingNetwork in eval mode from a `.pth`/`.onnx` path or a known checkpoint name (the lookup order:
+    docs/formats.md, Checkpoint lookup). `model.checkpoint_info` records what was loaded, for artifact metadata."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         name, source = path.name, "file"

@@ -13,7 +13,7 @@ from rvm.runtimes.pytorch import PyTorchRuntime
 
 from .conftest import CLIPS, need
 
-FRAMES = 8  # recurrent frames compared in these tests (the 58-frame numbers are in the README)
+FRAMES = 8  # recurrent frames compared in these tests (the 58-frame numbers are in docs/parity.md)
 STATIC_SIZE, STATIC_RATIO = (324, 184), 0.5  # person_a upscaled 2x, as export validation runs it
 STATIC = dict(resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO)
 

@@ -34,7 +34,7 @@ from rvm.runtimes.tfjs import RUNNER_DIR, TfjsError, TfjsRuntime  # noqa: E402
 from .conftest import CLIPS, DGF_WEIGHTS, FGF_WEIGHTS, need  # noqa: E402
 
 # 30: over 16 frames fp16's small error (1.3e-4 mean) is still settling and reads as 2.0x drift; the full
-# 58-frame measurement per clip is in the README
+# 58-frame measurement per clip is in docs/formats.md (TF.js precisions)
 FRAMES, RATIO = 30, 0.5
 PRECISIONS = formats.get("tfjs").precisions
 DEFAULT = PRECISIONS[0]

@@ -1,6 +1,6 @@
 """`rvm sensitivity`: each unit quantized alone, measured against PyTorch fp32. The encoder's stem is where int8
-hurts (README, INT8: MAD 15 alone against 0.2-0.7 for a decoder block); the test holds the sweep to telling them
-apart, which a sweep that quantized the wrong nodes, or none, would not."""
+hurts (docs/static-int8.md, INT8: MAD 15 alone against 0.2-0.7 for a decoder block); the test holds the sweep to
+telling them apart, which a sweep that quantized the wrong nodes, or none, would not."""
 import json
 
 import pytest

@@ -24,7 +24,7 @@ from rvm.media.convert import convert_video
 from rvm.media.video import AudioCopy, FrameSource, open_source, replace_into_place, temporary_sibling
 
 # 1800 frames (a minute at 30 fps; 3-4 minutes of CPU work at 1080p) bounds what a crash costs, and the boundary
-# and join costs measured (README, "Batch") stay under 1% of a segment's conversion
+# and join costs measured (docs/batch.md, "Measured here") stay under 1% of a segment's conversion
 DEFAULT_SEGMENT_FRAMES = 1800
 STATE_SUFFIX = ".state.npz"
 

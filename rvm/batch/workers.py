@@ -16,8 +16,8 @@ from rvm.batch.jobs import Job, JobFailed
 from rvm.errors import brief
 
 # 2 workers x 1 thread converted 1.1-1.3x the frames/s of 1 worker x 2 threads once running on this 2-core machine
-# (README, "Batch"): each conversion is a pipeline whose decode and encode threads leave a lone model idle part of
-# the time, and a second worker fills the gaps
+# (docs/batch.md, "Measured here"): each conversion is a pipeline whose decode and encode threads leave a lone
+# model idle part of the time, and a second worker fills the gaps
 THREADS_PER_WORKER = 1
 PROGRESS_EVERY_S = 0.5  # how often a worker reports frames, and the ledger records them
 

@@ -26,12 +26,12 @@ def add_arguments(parser) -> None:
     run = parser.add_argument_group("running")
     run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                      help="run on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); no address: a local Ray")
-    run.add_argument("--workers", type=int, help="local worker processes (default: measured, see README)")
+    run.add_argument("--workers", type=int, help="local worker processes (default: measured, see docs/batch.md)")
     run.add_argument("--threads", type=int, help="threads per worker (default 1)")
     run.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
                      help=f"attempts after the first for a failing job (default {DEFAULT_RETRIES})")
     run.add_argument("--segment-frames", type=int,
-                     help="convert long clips as segments of this many frames (0: never; default: see README)")
+                     help="convert long clips as segments of this many frames (0: never; default: see docs/batch.md)")
     run.add_argument("--disable-progress", action="store_true", help="no progress bar")
 
 

@@ -1,7 +1,8 @@
 """`rvm sensitivity`: what int8 costs each part of the network. Each unit (an encoder stage, LR-ASPP, a decoder
 block, the projection, the refiner) is quantized alone, everything else left in float, and its alpha is compared
 with PyTorch fp32 on a clip in the paper's units; beside it, the same for the default int8 graph (KEEP_FP32 in
-float) and for everything in int8. This is the measurement behind `rvm.exporters.int8.KEEP_FP32` (README, INT8).
+float) and for everything in int8. This is the measurement behind `rvm.exporters.int8.KEEP_FP32`
+(docs/static-int8.md, INT8).
 
 ONNX Runtime QDQ, the dynamic graph, calibrated once on clips other than the one compared on, with the state
 flowing as in `rvm export --precision int8`.

@@ -3,8 +3,8 @@
 Every registered format this machine can export and run is a candidate in each of its precisions, static where the
 format offers it (the resolution and ratio baked in, which the runtimes run fastest). Each is exported, proven
 against PyTorch fp32 over recurrent frames with its registered bounds (the user's clip, else the packaged sample
-scene with the scene's bounds: `rvm.parity.run_parity`), and the proven ones are benched side by side with PyTorch
-eager and the official ONNX download, repeats taking turns (`rvm.measure.bench.interleaved_rates`). The record
+scene with the scene's bounds: `rvm.measure.parity.run_parity`), and the proven ones are benched side by side with
+PyTorch eager and the official ONNX download, repeats taking turns (`rvm.measure.bench.interleaved_rates`). The record
 (`rvm.tuning`) keeps every candidate's frames/s, alpha MAD, dtSSD and status, and the choice per quality class; the
 chosen artifacts are kept beside it, the others deleted. A speed-against-MAD plot (PNG) is written beside it.
 """
