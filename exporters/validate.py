@@ -42,12 +42,14 @@ def validate_artifact(model, path: Path, entry: Format, precision: str, options:
     with candidate:
         result = compare(reference, candidate, [np.asarray(f) for f in frames], ratio)
     bounds = entry.tolerance(precision, model.refiner_name, scene=clip is None)
-    alpha_bound = "none" if bounds.pha_max is None else f"{bounds.pha_max:.2g}"
     source = "the sample scene" if clip is None else Path(clip).name
-    summary = (f"{entry.name} {precision}: {result.frames} frames of {source}, "
-               f"alpha max abs {result.pha_max:.2e} (tolerance "
-               f"{alpha_bound}), alpha mean abs {result.pha_mean:.2e} (tolerance {bounds.pha_mean:.2g}), "
-               f"foreground max abs {result.fgr_max:.2e} (tolerance {bounds.fgr_max:.2g})")
+
+    def measured(label: str, value: float, bound) -> str:
+        return f"{label} {value:.2e} (tolerance {'none' if bound is None else format(bound, '.2g')})"
+    summary = f"{entry.name} {precision}: {result.frames} frames of {source}, " + ", ".join(
+        measured(label, getattr(result, name), getattr(bounds, name)) for label, name in (
+            ("alpha max abs", "pha_max"), ("alpha p99.9 abs", "pha_p999"), ("alpha mean abs", "pha_mean"),
+            ("foreground max abs", "fgr_max"), ("foreground p99.9 abs", "fgr_p999")))
     problems = result.failures(bounds)
     if problems:
         raise ValidationError(f"validation failed, artifact removed: {summary}; " + "; ".join(problems))

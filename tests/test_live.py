@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from rvm import formats
+from rvm.compare import ComparisonAccumulator
 from rvm.live import FileSource, LiveSession, LiveSink, RawSink, RecordingSink
 from rvm.live.session import NewestSlot
 from rvm.media.video import read_frames, read_rgba
@@ -122,10 +123,10 @@ def test_delivered_alpha_matches_pytorch_over_the_frames_taken(clip, runtime):
     bounds = formats.get("onnx").tolerance("fp32")
 
     def failures(delivered):
-        pha = [np.abs(pha - reference[index][1]) for index, _, pha in delivered]
-        fgr = [np.abs(fgr - reference[index][0]) for index, fgr, _ in delivered]
-        return bounds.failures(max(e.max() for e in pha), max(e.max() for e in fgr),
-                               float(np.mean([e.mean() for e in pha])), float(np.mean([e.mean() for e in fgr])))
+        comparison = ComparisonAccumulator()
+        for index, fgr, pha in delivered:
+            comparison.add({"fgr": fgr, "pha": pha}, {"fgr": reference[index][0], "pha": reference[index][1]})
+        return bounds.failures(comparison.result())
 
     assert len(kept.frames) >= 8 and [i for i, _, _ in kept.frames] == sorted({i for i, _, _ in kept.frames})
     assert np.mean([pha.mean() for _, _, pha in kept.frames]) > 0.05, "the person must be matted"

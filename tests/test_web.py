@@ -24,7 +24,6 @@ import pytest
 from rvm import formats
 from rvm.commands import cli
 from rvm.compare import compare
-from rvm.exporters import export
 from rvm.formats import ExportOptions
 from rvm.media.samples import validation_frames
 from rvm.runtimes.pytorch import PyTorchRuntime
@@ -57,12 +56,11 @@ def model():
 
 
 @pytest.fixture(scope="session")
-def artifacts(model, tmp_path_factory):
-    """The TF.js and fp32 ONNX artifacts, exported once (the page's comparisons are the validation here)."""
-    folder = tmp_path_factory.mktemp("web-models")
+def artifacts(model, store):
+    """The TF.js and fp32 ONNX artifacts from the run's store (the page's comparisons are the validation here)."""
     options = ExportOptions(validate=False)
-    return {"tfjs": export(model, "tfjs", TFJS_PRECISION, folder, options=options),
-            "onnx": export(model, "onnx", "fp32", folder, options=options)}
+    return {"tfjs": store.get(model, "tfjs", TFJS_PRECISION, options),
+            "onnx": store.get(model, "onnx", "fp32", options)}
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +192,7 @@ def assert_same_engine(result, backend):
 def assert_within_registered(result, fmt, precision):
     """The registry's bounds for that format; drift is judged over longer runs (the parity suite), not 3..8 frames."""
     tolerance = formats.get(fmt).tolerance(precision)
-    assert not tolerance.failures(result.pha_max, result.fgr_max, result.pha_mean, result.fgr_mean,
-                                  result.metrics.mad, result.metrics.dtssd), result
+    assert not tolerance.failures(result), result
 
 
 def reset_then_step(runtime, frame):
