@@ -7,7 +7,6 @@ import pytest
 from rvm import formats
 from rvm.compare import compare
 from rvm.errors import UsageError
-from rvm.exporters import export
 from rvm.formats import ExportOptions
 from rvm.runtimes.pytorch import PyTorchRuntime
 
@@ -28,10 +27,10 @@ def failures(result, fmt: str, precision: str):
     return result.failures(formats.get(fmt).tolerance(precision))
 
 
-def export_each_precision(model, fmt: str, folder, **options) -> dict:
-    """{precision: path} of the format's static artifacts, each exported once: fp32 through export validation,
-    the others left to the tests to compare; int8 calibrated on `calibration()`."""
-    return {precision: export(model, fmt, precision, folder, options=ExportOptions(
+def export_each_precision(model, fmt: str, store, **options) -> dict:
+    """{precision: path} of the format's static artifacts from the run's `store` (exported once per run): fp32
+    through export validation, the others left to the tests to compare; int8 calibrated on `calibration()`."""
+    return {precision: store.get(model, fmt, precision, ExportOptions(
                 **STATIC, validate=precision == "fp32", validation_frames=3,
                 calibration=calibration() if precision == "int8" else None, **options))
             for precision in formats.get(fmt).precisions}

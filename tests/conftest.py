@@ -155,3 +155,11 @@ def tuned_user(tmp_path_factory):
     done = run_as_user(folder, env, *TUNE, "--plot", "speed.png")
     left = sorted(p.name for p in records.iterdir() if p.name.startswith("."))
     return folder, cache, env, done, left
+
+
+@pytest.fixture(scope="session")
+def store():
+    """The run's artifact store (the root conftest points RVM_ARTIFACT_STORE at a folder of its own): an artifact
+    the parity suite or another module exported is taken from it, not exported again. Tests never write into it."""
+    from rvm.exporters.store import ArtifactStore
+    return ArtifactStore()

@@ -30,8 +30,8 @@ PRECISIONS = formats.get("executorch").precisions
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    return export_each_precision(model, "executorch", tmp_path_factory.mktemp("executorch"))
+def artifacts(model, store):
+    return export_each_precision(model, "executorch", store)
 
 
 @pytest.mark.slow

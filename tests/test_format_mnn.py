@@ -35,12 +35,11 @@ def clip():
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
+def artifacts(model, store):
     """fp32 (through export validation) and fp16, dynamic. int8 is exported, held to its bounds and shown to reject
     the state zeroed every frame by its parity row (parity_tests/), as are fp32 and fp16 over 58 frames: not again
     here, to keep the CI minutes down (an int8 export with calibration is a minute)."""
-    folder = tmp_path_factory.mktemp("mnn")
-    return {p: export(model, "mnn", p, folder, options=ExportOptions(validate=p == "fp32", validation_frames=3))
+    return {p: store.get(model, "mnn", p, ExportOptions(validate=p == "fp32", validation_frames=3))
             for p in ("fp32", "fp16")}
 
 

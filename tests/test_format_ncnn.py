@@ -29,8 +29,8 @@ PRECISIONS = formats.get("ncnn").precisions
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    return export_each_precision(model, "ncnn", tmp_path_factory.mktemp("ncnn"))
+def artifacts(model, store):
+    return export_each_precision(model, "ncnn", store)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

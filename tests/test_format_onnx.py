@@ -22,10 +22,9 @@ NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    """Each precision exported once, validated on a few frames (the tests below run 30)."""
-    out = tmp_path_factory.mktemp("onnx")
-    return {p: export(model, "onnx", p, out, options=ExportOptions(validation_frames=3)) for p in NUMPY_TYPES}
+def artifacts(model, store):
+    """Each precision from the run's store, validated on a few frames (the tests below run 30)."""
+    return {p: store.get(model, "onnx", p, ExportOptions(validation_frames=3)) for p in NUMPY_TYPES}
 
 
 def cpu_session(path) -> ort.InferenceSession:

@@ -39,14 +39,12 @@ def clip():
     return validation_frames(FRAMES)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("openvino")
+STATIC_OPTIONS = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_dynamic_ir_matches_pytorch(model, clip, folder, precision):
-    path = export(model, "openvino", precision, folder, options=ExportOptions(validation_frames=3))
+def test_dynamic_ir_matches_pytorch(model, clip, store, precision):
+    path = store.get(model, "openvino", precision, ExportOptions(validation_frames=3))
     assert path.name == f"rvm_mobilenetv3_openvino_{precision}" and (path / "model.xml").exists()
     assert formats.detect(path).name == "openvino" and formats.detect(path / "model.xml").name == "openvino"
     with load(path, device="cpu") as runtime:
@@ -61,17 +59,14 @@ def test_dynamic_ir_matches_pytorch(model, clip, folder, precision):
             assert small["pha"].shape == (92, 162, 1)
 
 
-def test_state_round_trips_through_numpy(model, clip, folder):
-    path = folder / "rvm_mobilenetv3_openvino_fp32"
-    if not path.exists():
-        path = export(model, "openvino", "fp32", folder, options=ExportOptions(validate=False))
+def test_state_round_trips_through_numpy(model, clip, store):
+    path = store.get(model, "openvino", "fp32", ExportOptions(validate=False))
     with load(path, device="cpu") as runtime:
         assert_state_round_trips(runtime, clip[:4], RATIO)
 
 
-def test_static_ir_with_spec(model, clip, folder):
-    options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
-    path = export(model, "openvino", "fp32", folder, options=options)
+def test_static_ir_with_spec(model, clip, store):
+    path = store.get(model, "openvino", "fp32", STATIC_OPTIONS)
     assert path.name == "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
     spec = json.loads(spec_path(path).read_text())
     assert spec["format"] == "openvino" and all(i["dtype"] == "float32" for i in spec["inputs"])
@@ -84,15 +79,12 @@ def test_static_ir_with_spec(model, clip, folder):
         assert_refuses_other_sizes(runtime)
 
 
-def test_stateful_form_matches_state_ports(model, clip, folder):
+def test_stateful_form_matches_state_ports(model, clip, store):
     """OpenVINO's stateful model (state in ReadValue/Assign variables) computes what the default form does, its
     state reads out and restores, and the bench measures both; a dynamic IR is refused (state shapes unknown)."""
     from rvm.measure.bench import run_sweep
     from rvm.runtimes.openvino import OpenVinoRuntime
-    path = folder / "rvm_mobilenetv3_openvino_fp32_324x184_s0.5"
-    if not path.exists():
-        options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validate=False)
-        path = export(model, "openvino", "fp32", folder, options=options)
+    path = store.get(model, "openvino", "fp32", STATIC_OPTIONS)
     with load(path, device="cpu") as ports, load(path, device="cpu", state="stateful") as stateful:
         assert type(stateful).__name__ == "StatefulOpenVinoRuntime"
         for frame in clip[:5]:
@@ -105,9 +97,7 @@ def test_stateful_form_matches_state_ports(model, clip, folder):
     (declared,) = OpenVinoRuntime.settings_sweeps()
     sweep = run_sweep(OpenVinoRuntime, declared, path, src, STATIC_RATIO, frames=1, repeats=1)
     assert [(row["state"], row["fps"] > 0) for row in sweep] == [("requests", True), ("stateful", True)]
-    dynamic = folder / "rvm_mobilenetv3_openvino_fp32"
-    if not dynamic.exists():
-        dynamic = export(model, "openvino", "fp32", folder, options=ExportOptions(validate=False))
+    dynamic = store.get(model, "openvino", "fp32", ExportOptions(validate=False))
     with pytest.raises(UsageError, match="the stateful form needs a static artifact") as error:
         load(dynamic, device="cpu", state="stateful")
     assert "\n" not in str(error.value)
@@ -122,9 +112,10 @@ def test_official_onnx_download_runs_in_openvino(model, clip):
     assert failures(result, "openvino", "fp32") == []
 
 
-def test_int8_calibrated_with_flowing_state(model, clip, folder, capfd):
+def test_int8_calibrated_with_flowing_state(model, clip, tmp_path, capfd):
+    """Exported here, not taken from the store: what the export prints is part of the test."""
     options = ExportOptions(calibration=calibration(), validation_frames=3)
-    path = export(model, "openvino", "int8", folder, options=options)
+    path = export(model, "openvino", "int8", tmp_path, options=options)
     # stdout is `rvm bench --json`'s data: NNCF's log and progress bar must not land there
     assert "nncf" not in capfd.readouterr().out.lower()
     with load(path, device="cpu") as runtime:

@@ -77,12 +77,12 @@ def load_model(refiner: str, weights: Path) -> MattingNetwork:
     return net.eval()
 
 
-def export_tfjs(model, output: Path, precision: str = DEFAULT, frames: int = 4) -> Path:
+def export_tfjs(model, store, precision: str = DEFAULT, frames: int = 4) -> Path:
     if not (RUNNER_DIR / "node_modules").is_dir():
         pytest.skip(f"TF.js is not installed for the Node runner: run `npm ci` in {RUNNER_DIR}")
-    # export() itself validates in TF.js on the clip; the longer comparison is below
+    # the store validates in TF.js on the clip; the longer comparison is below
     options = ExportOptions(validation_clip=str(need(CLIPS / "person_a.mp4")), validation_frames=frames)
-    return export(model, "tfjs", precision, output, options=options)
+    return store.get(model, "tfjs", precision, options)
 
 
 @pytest.fixture(scope="session")
@@ -91,15 +91,9 @@ def model():
 
 
 @pytest.fixture(scope="session")
-def artifacts(model, tmp_path_factory):
-    """precision -> artifact, each exported on first use only."""
-    exported = {}
-
-    def get(precision: str) -> Path:
-        if precision not in exported:
-            exported[precision] = export_tfjs(model, tmp_path_factory.mktemp(f"tfjs_{precision}"), precision)
-        return exported[precision]
-    return get
+def artifacts(model, store):
+    """precision -> artifact, from the run's store (each exported once per run)."""
+    return lambda precision: export_tfjs(model, store, precision)
 
 
 @pytest.fixture(scope="session")
@@ -195,12 +189,12 @@ def test_tolerances_reject_an_artifact_run_without_its_state(model, artifacts, f
     assert result.failures(formats.get("tfjs").tolerance(precision)), result
 
 
-def test_fast_guided_filter_runs_in_tfjs(tmp_path):
+def test_fast_guided_filter_runs_in_tfjs(store):
     """tensorflowjs fuses the box filter's depthwise convolution with a tensor "bias", which TF.js refuses;
     the exporter splits it back. The FGF weights are the official TF.js ones, so uint8 costs little."""
     # int8: these weights came out of the uint8 official model (in mixed, alpha max 0.27 over 4 frames: the fast
     # guided filter's eps amplifies the float16 rounding of weights tuned on the uint8 grid)
-    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), tmp_path, "int8")
+    artifact = export_tfjs(load_model("fast_guided_filter", FGF_WEIGHTS), store, "int8")
     nodes = json.loads((artifact / "model.json").read_text())["modelTopology"]["node"]
     constants = {node["name"] for node in nodes if node["op"] == "Const"}
     fused = [node for node in nodes if node["op"] in ("FusedDepthwiseConv2dNative", "_FusedConv2D")]

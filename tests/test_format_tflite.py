@@ -34,8 +34,8 @@ PRECISIONS = formats.get("tflite").precisions
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    return export_each_precision(model, "tflite", tmp_path_factory.mktemp("tflite"))
+def artifacts(model, store):
+    return export_each_precision(model, "tflite", store)
 
 
 @pytest.fixture(scope="module")

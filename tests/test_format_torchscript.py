@@ -19,10 +19,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    """Each precision exported once, validated on a few frames (the tests below run 30)."""
-    out = tmp_path_factory.mktemp("torchscript")
-    return {p: export(model, "torchscript", p, out, options=ExportOptions(validation_frames=3)) for p in DTYPES}
+def artifacts(model, store):
+    """Each precision from the run's store, validated on a few frames (the tests below run 30)."""
+    return {p: store.get(model, "torchscript", p, ExportOptions(validation_frames=3)) for p in DTYPES}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -11,7 +11,6 @@ pytest.importorskip("numba", reason="numba is not installed: pip install 'rvm-to
 onnx = pytest.importorskip("onnx", reason="onnx is not installed: pip install 'rvm-toolkit[onnx]'")
 
 from rvm.errors import UsageError  # noqa: E402
-from rvm.exporters import export  # noqa: E402
 from rvm.formats import ExportOptions  # noqa: E402
 from rvm.model.refiners import apply_coefficients  # noqa: E402
 from rvm.runtimes import load  # noqa: E402
@@ -73,13 +72,11 @@ def test_outputs_a_caller_holds_are_never_written_again():
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    return {"dynamic": export(model, "onnx", "fp32", tmp_path_factory.mktemp("dynamic"),
-                              options=ExportOptions(validate=False)),
-            "static": export(model, "onnx", "fp32", tmp_path_factory.mktemp("static"),
-                             options=ExportOptions(**STATIC, static=True, validate=False)),
-            "static int8": export(model, "onnx", "int8", tmp_path_factory.mktemp("int8"), options=ExportOptions(
-                **STATIC, static=True, validate=False, calibration=calibration()))}
+def artifacts(model, store):
+    return {"dynamic": store.get(model, "onnx", "fp32", ExportOptions(validate=False)),
+            "static": store.get(model, "onnx", "fp32", ExportOptions(**STATIC, static=True, validate=False)),
+            "static int8": store.get(model, "onnx", "int8", ExportOptions(**STATIC, static=True, validate=False,
+                                                                          calibration=calibration()))}
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static", "static int8"])

@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 
 from rvm.compare import compare
-from rvm.exporters import export
 from rvm.exporters.int8 import ONNX_KEEP_FP32, calibration_samples
 from rvm.formats import ExportOptions
 from rvm.media.samples import validation_frames
@@ -26,9 +25,9 @@ def test_calibration_states_flow(model):
     assert samples[0]["src"].shape == (1, 3, 184, 324) and samples[0]["downsample_ratio"][0] == RATIO
 
 
-def test_onnx_int8_within_bounds_and_colour_swap_caught(model, tmp_path):
+def test_onnx_int8_within_bounds_and_colour_swap_caught(model, store):
     options = ExportOptions(calibration=calibration(), validation_frames=3)
-    path = export(model, "onnx", "int8", tmp_path, options=options)
+    path = store.get(model, "onnx", "int8", options)
     assert path.name == "rvm_mobilenetv3_int8.onnx"
     graph = onnx.load(str(path))
     assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [13]

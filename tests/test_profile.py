@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rvm.commands.cli import main
-from rvm.exporters import ExportOptions, export
+from rvm.exporters import ExportOptions
 from rvm.measure.profile import (
     BLOCKS,
     OTHER,
@@ -25,11 +25,10 @@ MAX_OTHER_SHARE = 0.3  # measured 2% (PyTorch), 13-16% (ONNX: layout reorders) h
 
 
 @pytest.fixture(scope="module")
-def artifacts(model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("profile")
+def artifacts(model, store):
     static = ExportOptions(static=True, resolution=SIZE, downsample_ratio=RATIO, validation_frames=2)
-    return {"dynamic": export(model, "onnx", "fp32", folder, options=ExportOptions(validation_frames=2)),
-            "static": export(model, "onnx", "fp32", folder, options=static)}
+    return {"dynamic": store.get(model, "onnx", "fp32", ExportOptions(validation_frames=2)),
+            "static": store.get(model, "onnx", "fp32", static)}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 from rvm import formats
 from rvm.commands.cli import main as rvm_main
 from rvm.errors import UsageError
-from rvm.exporters import export
 from rvm.exporters.onnx import inferred_shapes, trace_to_onnx, without_identity_slices
 from rvm.exporters.tensorrt_check import tensorrt_problems
 from rvm.formats import ExportOptions
@@ -33,9 +32,9 @@ WIDTH, HEIGHT = STATIC_SIZE
 
 
 @pytest.fixture(scope="module")
-def static_onnx(model, tmp_path_factory):
+def static_onnx(model, store):
     options = ExportOptions(static=True, resolution=STATIC_SIZE, downsample_ratio=STATIC_RATIO, validation_frames=3)
-    return export(model, "onnx", "fp32", tmp_path_factory.mktemp("static"), options=options)
+    return store.get(model, "onnx", "fp32", options)
 
 
 @pytest.fixture(scope="module")

@@ -63,14 +63,14 @@ def child(weights: str, clip: str, frames: str, backends: str) -> None:
 
     from rvm import formats
     from rvm.checkpoints import load_model
-    from rvm.measure.parity import run_parity
+    from rvm.measure.parity import Proof, run_parity
     from rvm.media.samples import validation_frames
     from rvm.targets import Target
 
     model = load_model(weights)
     # TF.js in its default precision only: the kernel path matters for the graph, not the weights' storage
     targets = [Target(name, formats.get(name), formats.get(name).precisions[0]) for name in backends.split(",")]
-    rows = run_parity(model, validation_frames(int(frames), Path(clip)), RATIO, targets, reference_row=False)
+    rows = run_parity(Proof(model, validation_frames(int(frames), Path(clip)), RATIO), targets, reference_row=False)
     print(json.dumps({"onednn": _pywrap_util_port.IsMklEnabled(),
                       "rows": [{"backend": r.format, "status": r.status, "reason": r.reason, "frames": r.frames}
                                for r in rows]}))

@@ -22,7 +22,7 @@ from rvm.errors import BackendUnavailable, MissingDependency, MissingNodePackage
 from rvm.machine import KERNEL_ENV_VARS, Unknown, cpu, gpus, memory, packages, probe, python, run_command, system
 from rvm.version import __version__
 
-ENV_VARS = (*KERNEL_ENV_VARS, "RVM_CHECKPOINT_DIR", "RVM_VALIDATION_CLIP")
+ENV_VARS = (*KERNEL_ENV_VARS, "RVM_CHECKPOINT_DIR", "RVM_VALIDATION_CLIP", "RVM_ARTIFACT_STORE")
 
 
 # ---- the toolkit, Python, the OS ----------------------------------------------------------------------------
@@ -32,6 +32,14 @@ def toolkit() -> Dict[str, Any]:
 
 def environment() -> Dict[str, str]:
     return {name: os.environ[name] for name in ENV_VARS if name in os.environ}
+
+
+def artifact_store() -> Dict[str, Any]:
+    """The artifact store parity, bench and tune take their exports from (`rvm env --clear-artifacts` empties it)."""
+    from rvm.exporters.store import ArtifactStore
+    store = ArtifactStore()
+    return {"path": str(store.root), "entries": sum(1 for _ in store.entries()),
+            "size_mib": round(store.size_bytes() / 2 ** 20, 1)}
 
 
 # ---- CPU and memory -----------------------------------------------------------------------------------------
@@ -126,7 +134,7 @@ PROBES: Sequence[Tuple[str, Callable[[], Any]]] = (
     ("rvm_toolkit", toolkit), ("python", python), ("system", system), ("cpu", cpu), ("memory", memory),
     ("torch", torch_info), ("packages", packages), ("tensorflow_onednn", tensorflow_onednn),
     ("onnxruntime_providers", onnxruntime_providers), ("node", node), ("chromium", chromium), ("gpus", gpus),
-    ("formats", format_statuses), ("environment", environment))
+    ("formats", format_statuses), ("artifact_store", artifact_store), ("environment", environment))
 
 
 def collect() -> Dict[str, Any]:
@@ -179,6 +187,8 @@ def to_text(report: Dict[str, Any]) -> str:
     lines += _section("Node.js and Chromium", _node_rows(report))
     lines += _section("GPUs", _gpu_rows(report.get("gpus")))
     lines += _format_lines(report.get("formats"))
+    lines += _section("Artifact store", _fields(report, "artifact_store", [("path", "path"), ("entries", "entries"),
+                                                                          ("size (MiB)", "size_mib")]))
     environment_value = report.get("environment")
     if isinstance(environment_value, dict) and set(environment_value) != {"unknown"}:
         lines += _section("Environment", sorted(environment_value.items()) or [("none set of", ", ".join(ENV_VARS))])
@@ -257,9 +267,15 @@ def _format_lines(value: Any) -> List[str]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
+    parser.add_argument("--clear-artifacts", action="store_true",
+                        help="empty the artifact store first (exports parity, bench and tune reuse; a tuning "
+                             "record keeps its own copies of the artifacts it chose)")
 
 
 def command(args) -> int:
+    if args.clear_artifacts:
+        from rvm.exporters.store import ArtifactStore
+        ArtifactStore().clear()
     report = collect()
     if args.json:
         print(json.dumps(report, indent=2, default=str))

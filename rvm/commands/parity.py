@@ -5,7 +5,7 @@ from pathlib import Path
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, parse_backends
 from rvm.errors import UsageError
-from rvm.measure.parity import run_parity, to_json, to_markdown
+from rvm.measure.parity import Proof, run_parity, to_json, to_markdown
 from rvm.targets import REFERENCE, targets
 
 
@@ -35,8 +35,8 @@ def command(args) -> int:
                          "or set RVM_VALIDATION_CLIP")
     model = load_model(args.checkpoint)
     frames = validation_frames(args.frames, clip)  # upscaled 2x: see rvm.media.samples
-    rows = run_parity(model, frames, args.downsample_ratio, targets(backends),
-                      reference_row=REFERENCE.name in backends, calibration=args.calibration)
+    rows = run_parity(Proof(model, frames, args.downsample_ratio, calibration=args.calibration), targets(backends),
+                      reference_row=REFERENCE.name in backends)
     if args.json:
         context = {"checkpoint": args.checkpoint, "clip": str(clip), "frames": len(frames),
                    "downsample_ratio": args.downsample_ratio}

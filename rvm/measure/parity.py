@@ -1,23 +1,22 @@
 """Every registered format and precision against PyTorch fp32 on real footage, with recurrent state, in one table.
 
-`rvm parity` prints it; `parity_tests/` asserts it. Each artifact is exported from the same reference model into a
-temporary folder, loaded through `Runtime.load`, and compared with `rvm.compare.compare`; peers (the official
-downloads) are run the same way. Rows and tolerances come from the format registry (`rvm.formats`).
+`rvm parity` prints it; `parity_tests/` asserts it. Each artifact is taken from the artifact store (exported from the
+reference model on first use, rvm.exporters.store), loaded through its format's runtime, and compared with
+`rvm.compare.compare` (`prove`); peers (the official downloads) are run the same way. Rows come from the format
+registry (`rvm.targets`), bounds from `rvm.tolerances`.
 """
-import contextlib
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from rvm import machine
-from rvm.compare import compare
+from rvm.compare import RecordedReference, compare
 from rvm.errors import UsageError, one_line
-from rvm.exporters import export
+from rvm.exporters.store import ArtifactStore
 from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.targets import REFERENCE, Peer, Target
 from rvm.targets import targets as all_targets
@@ -48,7 +47,7 @@ class ParityRow:
     worst_frame: Optional[int] = None
     drift: Optional[float] = None
     tolerance: Optional[dict] = None
-    artifact: Optional[str] = None  # where the artifact compared lies (kept only when run_parity is given a folder)
+    artifact: Optional[str] = None  # where the artifact compared lies (in the artifact store, or a peer download)
     seconds: float = 0.0
     pha_mean_per_frame: List[float] = field(default_factory=list, repr=False)
 
@@ -62,62 +61,85 @@ def peer_path(peer: Peer, model) -> Path:
     return fetch(peer.checkpoint)[0]
 
 
-def run_parity(model, frames: Sequence[np.ndarray], downsample_ratio: float, targets: Sequence[Target] = None,
-               folder=None, reference_row: bool = True, calibration: Optional[str] = None,
-               scene: bool = False, device: str = "cpu") -> List[ParityRow]:
-    """Compare each target with PyTorch fp32 (`model`) over `frames` (uint8 HWC). Artifacts are exported into
-    `folder` and kept there when one is given, else into a temporary folder. Precisions that need calibration
-    calibrate on `calibration` (never the clip `frames` come from); without it those rows are unavailable.
-    `scene`: the frames are the sample scene, so rows are held to its bounds, and a row that cannot be proven on
-    it (`Tolerance.needs_clip`) is unavailable with that reason, not exported. Candidates run on `device`; the
-    reference on the CPU."""
+@dataclass
+class Proof:
+    """What artifacts are proven on: `frames` (uint8 HWC) at `downsample_ratio`, against PyTorch fp32 (`model`) run
+    once over them and replayed for every row (rvm.compare.RecordedReference). Precisions that need calibration
+    calibrate on `calibration` (never the clip `frames` come from); without it those rows are unavailable. `scene`:
+    the frames are the sample scene, so rows are held to its bounds, and a row that cannot be proven on it
+    (`Tolerance.needs_clip`) is unavailable with that reason, not exported. Artifacts come from `store` (the user's
+    artifact store by default); candidates run on `device`, the reference on the CPU."""
+    model: Any
+    frames: Sequence[np.ndarray]
+    downsample_ratio: float
+    calibration: Optional[str] = None
+    scene: bool = False
+    device: str = "cpu"
+    store: Optional[ArtifactStore] = None
+    reference: RecordedReference = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.store = self.store or ArtifactStore()
+        self.reference = RecordedReference(PyTorchRuntime(self.model, device="cpu"))
+
+    def compare(self, candidate, frames: Optional[Sequence[np.ndarray]] = None, ratio: Optional[float] = None):
+        """`candidate` against the reference over `frames` (default: the proof's), each carrying its state."""
+        return compare(self.reference, candidate, self.frames if frames is None else frames,
+                       self.downsample_ratio if ratio is None else ratio)
+
+    def artifact(self, target: Target) -> Path:
+        """The target's artifact: a peer download, or our export of it at the frames' size from the store."""
+        if target.peer:
+            return peer_path(target.peer, self.model)
+        height, width = self.frames[0].shape[:2]
+        return self.store.get(self.model, target.format.name, target.precision,
+                              target.export_options((width, height), self.downsample_ratio, self.calibration))
+
+
+def prove(target: Target, proof: Proof) -> ParityRow:
+    """One row: the target's artifact loaded through its runtime and compared with PyTorch within its bounds."""
+    started = time.perf_counter()
+    row = ParityRow(target.name, target.format.name, target.precision, "unavailable")
+    bounds = target.format.tolerance(target.precision, proof.model.refiner_name, scene=proof.scene)
+    if proof.scene and bounds.needs_clip:
+        row.reason = bounds.needs_clip
+        return row
+    try:
+        path = proof.artifact(target)
+        row.artifact = str(path)
+        candidate = target.format.load(path, device=proof.device)
+    except Exception as error:  # reported in the table, never silently passed
+        row.reason = one_line(error)
+        log.warning("%s %s: %s", target.name, target.precision, row.reason)
+        return row
+    try:
+        with candidate:
+            result = proof.compare(candidate)
+    except Exception as error:  # an artifact that loads but cannot run (an op without a kernel here)
+        row.status, row.reason = "fail", one_line(error)
+        log.error("%s %s: %s", target.name, target.precision, row.reason)
+        return row
+    problems = result.failures(bounds)
+    row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
+    row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift
+    for name in ("pha_max", "pha_mean", "fgr_max", "fgr_mean", "pha_p999", "fgr_p999"):
+        setattr(row, name, getattr(result, name))
+    for name in METRICS:
+        setattr(row, name, getattr(result.metrics, name))
+    row.tolerance = {k: v for k, v in asdict(bounds).items()
+                     if v is not None and k not in ("measured", "scene", "needs_clip")}
+    row.pha_mean_per_frame = result.pha_mean_per_frame
+    row.seconds = time.perf_counter() - started
+    return row
+
+
+def run_parity(proof: Proof, targets: Optional[Sequence[Target]] = None,
+               reference_row: bool = True) -> List[ParityRow]:
+    """Every target (default: every registered format and precision, and the peers) proven on `proof`."""
     targets = all_targets() if targets is None else targets
-    reference = PyTorchRuntime(model, device="cpu")
-    height, width = frames[0].shape[:2]
     rows = [ParityRow(REFERENCE.name, REFERENCE.name, REFERENCE.precision, "reference", reason="the reference",
-                      frames=len(frames))] if reference_row else []
-    with contextlib.ExitStack() as stack:
-        folder = folder or stack.enter_context(tempfile.TemporaryDirectory())
-        for target in targets:
-            started = time.perf_counter()
-            row = ParityRow(target.name, target.format.name, target.precision, "unavailable")
-            bounds = target.format.tolerance(target.precision, model.refiner_name, scene=scene)
-            if scene and bounds.needs_clip:
-                row.reason = bounds.needs_clip
-                rows.append(row)
-                continue
-            try:
-                path = peer_path(target.peer, model) if target.peer else export(
-                    model, target.format.name, target.precision, folder, overwrite=True,
-                    options=target.export_options((width, height), downsample_ratio, calibration))
-                row.artifact = str(path)
-                candidate = target.format.load(path, device=device)
-            except Exception as error:  # reported in the table, never silently passed
-                row.reason = one_line(error)
-                log.warning("%s %s: %s", target.name, target.precision, row.reason)
-                rows.append(row)
-                continue
-            try:
-                with candidate:
-                    result = compare(reference, candidate, frames, downsample_ratio)
-            except Exception as error:  # an artifact that loads but cannot run (an op without a kernel here)
-                row.status, row.reason = "fail", one_line(error)
-                log.error("%s %s: %s", target.name, target.precision, row.reason)
-                rows.append(row)
-                continue
-            problems = result.failures(bounds)
-            row.status, row.reason = ("fail", "; ".join(problems)) if problems else ("ok", "")
-            row.frames, row.worst_frame, row.drift = result.frames, result.worst_frame, result.drift
-            for name in ("pha_max", "pha_mean", "fgr_max", "fgr_mean", "pha_p999", "fgr_p999"):
-                setattr(row, name, getattr(result, name))
-            for name in METRICS:
-                setattr(row, name, getattr(result.metrics, name))
-            row.tolerance = {k: v for k, v in asdict(bounds).items()
-                             if v is not None and k not in ("measured", "scene", "needs_clip")}
-            row.pha_mean_per_frame = result.pha_mean_per_frame
-            row.seconds = time.perf_counter() - started
-            rows.append(row)
-    return rows
+                      frames=len(proof.frames))] if reference_row else []
+    return rows + [prove(target, proof) for target in targets]
 
 
 def _number(value, spec: str = ".2e") -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from rvm import formats, tuning
 from rvm.errors import BackendUnavailable, MissingDependency, UsageError
 from rvm.measure.bench import interleaved_rates, median_ratio, open_runtime, sample_frame
-from rvm.measure.parity import run_parity
+from rvm.measure.parity import Proof, prove
 from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
 
 log = logging.getLogger(__name__)
@@ -104,13 +104,11 @@ def proof_frames(clip, size: Tuple[int, int], count: int) -> List[np.ndarray]:
     return resize_frames(frames, size)
 
 
-def prove(model, targets: Sequence[Target], frames, ratio: float, folder: Path, calibration: str,
-          scene: bool, device: str, progress: bool) -> List[Candidate]:
+def prove_candidates(targets: Sequence[Target], proof: Proof, progress: bool) -> List[Candidate]:
     from tqdm import tqdm
     proven = []
     for target in tqdm(targets, desc="export and prove", unit="artifact", disable=not progress):
-        row = run_parity(model, frames, ratio, [target], folder=folder, reference_row=False,
-                         calibration=calibration, scene=scene, device=device)[0]
+        row = prove(target, proof)
         proven.append(Candidate(target.name, target.format.name, target.precision, target.is_static, row.status,
                                 row.reason, target.peer is not None, row.artifact, mad=row.mad, dtssd=row.dtssd,
                                 pha_max=row.pha_max))
@@ -182,8 +180,8 @@ def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu"
             calibration_note = "the sample scene, mirrored and reversed"
         else:
             calibration_note = str(calibration)
-        rows = prove(model, targets, frames_compared, ratio, work / "artifacts", calibration, clip is None, device,
-                     progress)
+        rows = prove_candidates(targets, Proof(model, frames_compared, ratio, calibration, clip is None, device),
+                                progress)
         log.info("benching %d proven candidates at %dx%d", sum(r.status == "ok" for r in rows), *resolution)
         pytorch_fps = bench(model, rows, resolution, ratio, device, bench_frames, repeats)
         chosen = classify(rows)
@@ -220,8 +218,8 @@ def remove_abandoned_work(folder: Path) -> None:
 
 
 def install(record: dict, work: Path, path: Path) -> dict:
-    """Move the chosen artifacts next to the record, point the record at them, write the plot, then the record
-    (last, so a record on disk always has its artifacts)."""
+    """Copy the chosen artifacts from the artifact store next to the record (clearing the store keeps them), point
+    the record at them, write the plot, then the record (last, so a record on disk always has its artifacts)."""
     keep = path.with_suffix("")  # the folder of this record's artifacts
     staged = work / "keep"
     staged.mkdir()
@@ -230,9 +228,9 @@ def install(record: dict, work: Path, path: Path) -> dict:
         if chosen and chosen["artifact"] not in moved:
             source = Path(chosen["artifact"])
             moved[chosen["artifact"]] = str(keep / source.name)
-            shutil.move(str(source), staged / source.name)
+            copy(source, staged / source.name)
             for sibling in source.parent.glob(source.name + ".*"):  # its I/O spec
-                shutil.move(str(sibling), staged / sibling.name)
+                copy(sibling, staged / sibling.name)
     for chosen in record["choice"].values():
         if chosen:
             chosen["artifact"] = moved[chosen["artifact"]]
@@ -247,6 +245,13 @@ def install(record: dict, work: Path, path: Path) -> dict:
     os.replace(temporary, path)
     record["path"] = str(path)
     return record
+
+
+def copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
 
 
 def _json(record: dict) -> str:
