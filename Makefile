@@ -51,7 +51,7 @@ demo: install
 
 test: install
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 parity: install
 	$(VENV)/bin/rvm parity --checkpoint $(WEIGHTS) --clip $(CLIP)
