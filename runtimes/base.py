@@ -17,6 +17,7 @@ from rvm import formats, tuning
 from rvm.contracts import auto_downsample_ratio
 from rvm.errors import ArtifactError, ResolutionChangedError, UsageError
 from rvm.metadata import METADATA_FILE, PRODUCER, ArtifactMetadata
+from rvm.targets import REFERENCE
 
 log = logging.getLogger(__name__)
 Ratio = Union[float, str, None]
@@ -210,7 +211,7 @@ def runtime_class(path) -> type:
         entry.require(runtime=True)
         return entry.entry_point("runtime")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
-        module, name = formats.REFERENCE_RUNTIME.split(":")
+        module, name = REFERENCE.runtime.split(":")
         return getattr(importlib.import_module(module), name)
     titles = ", ".join(f.title for f in formats.FORMATS.values())
     if p.is_dir():
@@ -239,7 +240,8 @@ def load(path, device: str = "auto", resolution: Optional[Tuple[int, int]] = Non
 
     `path` may also be `auto`, `auto:fast` or `auto:exact` with `resolution=(width, height)`: the artifact this
     machine's tuning record chose for that size and quality class (`rvm.tuning`; `downsample_ratio` in `options`
-    picks the record, auto by default), tuned first, once, when there is none."""
+    picks the record, auto by default). Records are only read here: where there is none, a UsageError names the
+    `rvm tune` to run (the CLI's `--model auto` tunes first: `rvm.measure.tune.tuned_model`)."""
     if tuning.parse_auto(path) is not None:
         path = tuning.resolve(path, resolution, options.get("downsample_ratio", "auto"), device)
     entry = formats.detect(Path(path))

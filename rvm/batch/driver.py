@@ -238,7 +238,9 @@ def resolve_model(model: Optional[str]) -> str:
 
 def resolve_auto(jobs: List[Job], device: str) -> List[Job]:
     """With `--model auto[:exact|:fast]`, the jobs run the artifact this machine's tuning record chose for their
-    input size (tuned here, once, when there is none). One batch runs one model, so its inputs share one size."""
+    input size (tuned here, once, when there is none: `tuned_model`). One batch runs one model, so its inputs
+    share one size."""
+    from rvm.measure.tune import tuned_model
     from rvm.media.video import open_source
     if not jobs or tuning.parse_auto(jobs[0].model) is None:
         return jobs
@@ -254,7 +256,7 @@ def resolve_auto(jobs: List[Job], device: str) -> List[Job]:
     if len(ratios) > 1:
         raise BatchError(f"--model {jobs[0].model} picks one artifact for one downsample ratio, but the manifest "
                          f"asks for {len(ratios)}: batch each ratio apart")
-    path = tuning.resolve(jobs[0].model, next(iter(sizes)), ratios.pop(), device)
+    path = tuned_model(jobs[0].model, lambda: next(iter(sizes)), ratios.pop(), device)
     return [replace(job, model=str(path)) for job in jobs]
 
 

@@ -33,13 +33,14 @@ def command(args) -> int:
         raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
     runtime = None
     if args.model:
+        from rvm.measure.tune import tuned_model
         from rvm.runtimes import load
         model = args.model
         if tuning.parse_auto(model) is not None:  # the tuning record's choice for this input's size
             from rvm.media.video import open_source
             with open_source(args.input_source, args.input_resize) as source:
                 size = source.size
-            model = tuning.resolve(model, size, args.downsample_ratio, args.device)
+            model = tuned_model(model, lambda: size, args.downsample_ratio, args.device)
         runtime = load(model, device=args.device)
     try:
         summary = convert_video(

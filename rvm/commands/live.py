@@ -72,6 +72,7 @@ def add_arguments(parser) -> None:
 def load_model(args, source):
     """The runtime `rvm convert` would run: --model (any artifact, or auto: the tuning record's choice for the
     source's size) or --checkpoint (PyTorch eager)."""
+    from rvm.measure.tune import tuned_model
     from rvm.runtimes import load
     if args.model and args.checkpoint:
         raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
@@ -82,7 +83,7 @@ def load_model(args, source):
             source.open()
             size = source.size
             source.close()
-        model = tuning.resolve(model, size, args.downsample_ratio, args.device)
+        model = tuned_model(model, lambda: size, args.downsample_ratio, args.device)
     return load(model, device=args.device, threads=args.threads)
 
 
