@@ -17,7 +17,6 @@ from rvm import formats, tuning
 from rvm.contracts import auto_downsample_ratio
 from rvm.errors import ArtifactError, ResolutionChangedError, UsageError
 from rvm.metadata import METADATA_FILE, PRODUCER, ArtifactMetadata
-from rvm.targets import REFERENCE
 
 log = logging.getLogger(__name__)
 Ratio = Union[float, str, None]
@@ -190,10 +189,11 @@ class Runtime:
             log.info("%s: recurrent state reset", message)
             self.reset()
 
-    def convert(self, input_source, **options):
-        """Run the whole conversion job on this runtime (see `rvm.media.pipeline.convert`)."""
+    def convert(self, request):
+        """Run the whole conversion job, a `rvm.media.request.ConvertRequest`, on this runtime (see
+        `rvm.media.pipeline.convert`)."""
         from rvm.media.pipeline import convert
-        return convert(self, input_source, **options)
+        return convert(self, request)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.info.precision} on {self.info.device}: {self.info.path}>"
@@ -211,7 +211,7 @@ def runtime_class(path) -> type:
         entry.require(runtime=True)
         return entry.entry_point("runtime")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or not p.exists():
-        module, name = REFERENCE.runtime.split(":")
+        module, name = formats.REFERENCE_RUNTIME.split(":")
         return getattr(importlib.import_module(module), name)
     titles = ", ".join(f.title for f in formats.FORMATS.values())
     if p.is_dir():

@@ -6,7 +6,6 @@ speed of what a user may deploy over what they would run instead: the fastest pr
 """
 import logging
 import multiprocessing
-import os
 import platform
 import resource
 import statistics
@@ -18,15 +17,16 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rvm import formats
+from rvm import formats, machine
 from rvm.errors import BackendError, UsageError, one_line
+from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
+from rvm.targets import targets as all_targets
 from rvm.tuning import EXACT_MAD
 
 log = logging.getLogger(__name__)
 
-REFERENCE = ("pytorch", "fp32")  # every ratio is to PyTorch eager fp32, measured in the same run
 PROOF_FRAMES = 8  # recurrent frames each row is proven over (at the first resolution)
-DEFAULT_BACKENDS = ("pytorch", *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
+DEFAULT_BACKENDS = (REFERENCE.name, *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ConversionResult:
     resolution: str
     frames: int
     pipelined_fps: float  # `convert_video`: decode, inference and encode overlapped
-    sequential_fps: float  # `convert_video(pipeline=False)`: the same per-frame code on one thread
+    sequential_fps: float  # `convert_video` with `pipeline=False`: the same per-frame code on one thread
     plain_fps: float  # `plain_conversion`: an official-style loop, same backend and encoder settings
     speedup: float  # pipelined over the plain loop, same backend, same run
     speedup_over_sequential: float  # what the overlap alone buys
@@ -104,7 +104,7 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float,
+def build_artifacts(model, targets: Sequence[Target], folder: str, size: Tuple[int, int], ratio: float,
                     calibration: Optional[str] = None) -> dict:
     """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
     precisions that need calibration calibrate on `calibration`."""
@@ -126,7 +126,7 @@ def open_runtime(model, key, path, device, entry: Optional[formats.Format] = Non
     run by the row's format `entry`."""
     from rvm.runtimes import load
     from rvm.runtimes.pytorch import PyTorchRuntime
-    if key == REFERENCE:
+    if key == REFERENCE.key:
         return PyTorchRuntime(model, device=device, precision=key[1])
     if isinstance(path, Exception):
         raise path
@@ -148,7 +148,7 @@ def run_sweep(runtime_class, sweep, path, src: np.ndarray, ratio: float, frames:
                           src, ratio, frames, repeats)
 
 
-def sweeps_of(targets: Sequence[formats.Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
+def sweeps_of(targets: Sequence[Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
               repeats: int) -> dict:
     """sweep key -> rows, for each exported row (not a peer download) whose runtime declares a sweep of its
     precision and profile."""
@@ -178,13 +178,13 @@ def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: floa
 def prove_rows(model, runtimes: dict, entries: dict, frames: Sequence[np.ndarray], ratio: float,
                scene: bool) -> dict:
     """key -> (within the row's registered bounds, alpha MAD, what exceeded them), every row against PyTorch eager
-    fp32 (`runtimes[REFERENCE]`) over `frames` with the state carried (`rvm.compare`)."""
+    fp32 (`runtimes[REFERENCE.key]`) over `frames` with the state carried (`rvm.compare`)."""
     from rvm.compare import compare
     proofs = {}
     for key, runtime in runtimes.items():
-        if key == REFERENCE:
+        if key == REFERENCE.key:
             continue
-        result = compare(runtimes[REFERENCE], runtime, frames, ratio)
+        result = compare(runtimes[REFERENCE.key], runtime, frames, ratio)
         problems = result.failures(entries[key].tolerance(key[1], model.refiner_name, scene=scene))
         proofs[key] = (not problems, result.metrics.mad, "; ".join(problems))
     return proofs
@@ -212,11 +212,11 @@ def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
 
 
 def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path) -> Tuple[float, int]:
-    from rvm.media.convert import convert_video
+    from rvm.media.convert import ConvertRequest, convert_video
     started = time.perf_counter()
-    summary = convert_video(str(video), runtime=runtime, downsample_ratio=ratio, pipeline=pipeline,
-                            output_composition=str(out / "composition.mp4"), output_alpha=str(out / "alpha.mp4"),
-                            progress=False, overwrite=True)
+    summary = convert_video(ConvertRequest(str(video), output_composition=str(out / "composition.mp4"),
+                                           output_alpha=str(out / "alpha.mp4"), downsample_ratio=ratio,
+                                           overwrite=True, progress=False, pipeline=pipeline), runtime)
     return summary.frames / (time.perf_counter() - started), summary.frames
 
 
@@ -305,29 +305,6 @@ def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     return queue.get()
 
 
-def describe_machine() -> dict:
-    import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
-            "cores": os.cpu_count(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for module in ("onnxruntime", "tensorflow"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
-    return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
               e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
               calibration: Optional[str] = None, clip=None, proof_frames: int = PROOF_FRAMES) -> dict:
@@ -336,7 +313,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
     0 skips the proof."""
     from rvm.contracts import auto_downsample_ratio
     from rvm.media.samples import default_clip, validation_frames
-    targets = formats.targets([b for b in backends if b in formats.FORMATS])
+    targets = all_targets([b for b in backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
@@ -345,7 +322,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
         runtimes = {}
         entries = {(t.name, t.precision): t.format for t in targets}
-        for key in [REFERENCE] + list(entries):
+        for key in [REFERENCE.key] + list(entries):
             try:
                 runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
@@ -364,7 +341,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                        if runtime.info.fixed_resolution in (None, (width, height))}
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in fitting))
             rates = interleaved_rates(fitting, src, r, frames, repeats)
-            baseline = rates.get(REFERENCE)
+            baseline = rates.get(REFERENCE.key)
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 first = (width, height) == resolutions[0]  # where the rows were proven
@@ -384,7 +361,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         fastest = max(measured, key=lambda t: t.fps) if measured else None
         if e2e_frames and measured:
             video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
-            chosen = {REFERENCE, (fastest.name, fastest.precision)} & set(runtimes)
+            chosen = {REFERENCE.key, (fastest.name, fastest.precision)} & set(runtimes)
             for key in sorted(chosen):
                 out = Path(folder) / "out"
                 out.mkdir(exist_ok=True)
@@ -402,7 +379,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 memory[count] = peak_memory_mib(model_source, key, paths.get(key), video, r)
         for runtime in runtimes.values():
             runtime.close()
-    result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
+    result = {"machine": machine.summary(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
               **sweeps}
     if memory:
@@ -425,16 +402,16 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         summary[resolution] = {"fastest": f"{fastest.name} {fastest.precision}",
                                "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch}
         by_key = {(t.name, t.precision): t for t in rows}
-        official = by_key.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
-        peers = {peer.name for peer in formats.PEERS}
-        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE]
+        official = by_key.get((OFFICIAL.name, OFFICIAL.precision))
+        peers = {peer.name for peer in PEERS}
+        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE.key]
         for quality, eligible in (("proven", ours),
                                   ("exact", [t for t in ours if t.mad is not None and t.mad <= EXACT_MAD])):
             best = max(eligible, key=lambda t: t.fps, default=None)
             summary[resolution][f"fastest_{quality}"] = f"{best.name} {best.precision}" if best else None
             summary[resolution][f"fastest_{quality}_over_official"] = \
                 median_ratio(best.repeat_fps, official.repeat_fps) if best and official else None
-        for peer in formats.PEERS:  # our export of the same format and precision over the official download
+        for peer in PEERS:  # our export of the same format and precision over the official download
             ours, theirs = by_key.get((peer.format, peer.precision)), by_key.get((peer.name, peer.precision))
             # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
             summary[resolution][f"our_{peer.format}_{peer.precision}_over_official"] = \
@@ -447,9 +424,9 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
 
 
 def to_markdown(result: dict) -> str:
-    machine = result["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; torch "
-             f"{machine['torch']}, onnxruntime {machine['onnxruntime']}, tensorflow {machine['tensorflow']}",
+    host = result["machine"]
+    lines = [f"Machine: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}; torch "
+             f"{host['torch']}, onnxruntime {host['onnxruntime']}, tensorflow {host['tensorflow']}",
              "", "Tensor throughput (batch 1, recurrent state carried, median of repeats):", "",
              "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | proven | alpha MAD "
              "| note |", "|---|---|---|---|---|---|---|---|---|---|"]
