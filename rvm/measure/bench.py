@@ -6,6 +6,7 @@ speed of what a user may deploy over what they would run instead: the fastest pr
 """
 import logging
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -13,20 +14,20 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from rvm import formats, machine
+from rvm import formats
+from rvm.checkpoints import DEFAULT_CHECKPOINT
 from rvm.errors import BackendError, UsageError, one_line
-from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
-from rvm.targets import targets as all_targets
 from rvm.tuning import EXACT_MAD
 
 log = logging.getLogger(__name__)
 
+REFERENCE = ("pytorch", "fp32")  # every ratio is to PyTorch eager fp32, measured in the same run
 PROOF_FRAMES = 8  # recurrent frames each row is proven over (at the first resolution)
-DEFAULT_BACKENDS = (REFERENCE.name, *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
+DEFAULT_BACKENDS = ("pytorch", *(name for name, entry in formats.FORMATS.items() if entry.in_bench))
 
 
 @dataclass
@@ -104,7 +105,7 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets: Sequence[Target], folder: str, size: Tuple[int, int], ratio: float,
+def build_artifacts(model, targets: Sequence[formats.Target], folder: str, size: Tuple[int, int], ratio: float,
                     calibration: Optional[str] = None) -> dict:
     """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
     precisions that need calibration calibrate on `calibration`."""
@@ -126,7 +127,7 @@ def open_runtime(model, key, path, device, entry: Optional[formats.Format] = Non
     run by the row's format `entry`."""
     from rvm.runtimes import load
     from rvm.runtimes.pytorch import PyTorchRuntime
-    if key == REFERENCE.key:
+    if key == REFERENCE:
         return PyTorchRuntime(model, device=device, precision=key[1])
     if isinstance(path, Exception):
         raise path
@@ -148,7 +149,7 @@ def run_sweep(runtime_class, sweep, path, src: np.ndarray, ratio: float, frames:
                           src, ratio, frames, repeats)
 
 
-def sweeps_of(targets: Sequence[Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
+def sweeps_of(targets: Sequence[formats.Target], paths: dict, src: np.ndarray, ratio: float, frames: int,
               repeats: int) -> dict:
     """sweep key -> rows, for each exported row (not a peer download) whose runtime declares a sweep of its
     precision and profile."""
@@ -178,13 +179,13 @@ def settings_sweep(settings: List[dict], open_with, src: np.ndarray, ratio: floa
 def prove_rows(model, runtimes: dict, entries: dict, frames: Sequence[np.ndarray], ratio: float,
                scene: bool) -> dict:
     """key -> (within the row's registered bounds, alpha MAD, what exceeded them), every row against PyTorch eager
-    fp32 (`runtimes[REFERENCE.key]`) over `frames` with the state carried (`rvm.compare`)."""
+    fp32 (`runtimes[REFERENCE]`) over `frames` with the state carried (`rvm.compare`)."""
     from rvm.compare import compare
     proofs = {}
     for key, runtime in runtimes.items():
-        if key == REFERENCE.key:
+        if key == REFERENCE:
             continue
-        result = compare(runtimes[REFERENCE.key], runtime, frames, ratio)
+        result = compare(runtimes[REFERENCE], runtime, frames, ratio)
         problems = result.failures(entries[key].tolerance(key[1], model.refiner_name, scene=scene))
         proofs[key] = (not problems, result.metrics.mad, "; ".join(problems))
     return proofs
@@ -305,34 +306,81 @@ def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     return queue.get()
 
 
-def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
-              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
-              calibration: Optional[str] = None, clip=None, proof_frames: int = PROOF_FRAMES) -> dict:
-    """Static formats are exported for the first resolution and measured there only. Rows are proven at the first
-    resolution over `proof_frames` of `clip` (else `$RVM_VALIDATION_CLIP`, else the sample scene and its bounds);
-    0 skips the proof."""
+def describe_machine() -> dict:
+    import torch
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
+            "cores": os.cpu_count(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for module in ("onnxruntime", "tensorflow"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What `rvm bench` measures: tensor throughput of `backends` at each of `resolutions` (`frames` timed frames,
+    `repeats` taking turns), each row proven at the first resolution over `proof_frames` of `clip` (else
+    `$RVM_VALIDATION_CLIP`, else the sample scene and its bounds; 0 skips the proof); there too the end-to-end
+    conversion of an `e2e_frames` clip (`e2e_repeats` rounds; 0 skips) and the peak memory of conversions of
+    `memory_frames` frames (empty skips). Static formats are exported for the first resolution and measured there
+    only; int8 rows calibrate on `calibration` (without it they are reported unavailable)."""
+    backends: Sequence[str] = DEFAULT_BACKENDS
+    resolutions: Sequence[Tuple[int, int]] = ((1920, 1080),)
+    downsample_ratio: Union[str, float] = 0.25
+    frames: int = 20
+    repeats: int = 3
+    e2e_frames: int = 120
+    e2e_repeats: int = 5
+    memory_frames: Sequence[int] = (60, 600)
+    checkpoint: str = DEFAULT_CHECKPOINT  # the PyTorch reference every row is measured and proven against
+    device: str = "cpu"
+    calibration: Optional[str] = None
+    clip: Optional[str] = None
+    proof_frames: int = PROOF_FRAMES
+
+
+def run_bench(request: BenchRequest) -> dict:
+    """Measure `request` (see `BenchRequest`); the result holds the machine, the rows and the summary."""
+    from rvm.checkpoints import load_model
     from rvm.contracts import auto_downsample_ratio
     from rvm.media.samples import default_clip, validation_frames
-    targets = all_targets([b for b in backends if b in formats.FORMATS])
+    model = load_model(request.checkpoint)
+    resolutions, device = request.resolutions, request.device
+    frames, repeats = request.frames, request.repeats
+    targets = formats.targets([b for b in request.backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
-    ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
+    ratios = {(w, h): auto_downsample_ratio(h, w) if request.downsample_ratio == "auto" else
+              float(request.downsample_ratio) for w, h in resolutions}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
+        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], request.calibration)
         runtimes = {}
         entries = {(t.name, t.precision): t.format for t in targets}
-        for key in [REFERENCE.key] + list(entries):
+        for key in [REFERENCE] + list(entries):
             try:
                 runtimes[key] = open_runtime(model, key, paths.get(key), device, entries.get(key))
             except Exception as error:
                 tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", ratios[(w, h)], device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
         proofs = {}
-        if proof_frames:
-            clip = clip or default_clip()
+        if request.proof_frames:
+            clip = request.clip or default_clip()
             log.info("proving %d rows against PyTorch on %s", len(runtimes) - 1, clip or "the sample scene")
-            proofs = prove_rows(model, runtimes, entries, validation_frames(proof_frames, clip, resolutions[0]),
+            proofs = prove_rows(model, runtimes, entries, validation_frames(request.proof_frames, clip, resolutions[0]),
                                 ratios[resolutions[0]], scene=clip is None)
         for width, height in resolutions:
             r = ratios[(width, height)]
@@ -341,7 +389,7 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                        if runtime.info.fixed_resolution in (None, (width, height))}
             log.info("tensor throughput at %dx%d: %s", width, height, ", ".join(f"{n} {p}" for n, p in fitting))
             rates = interleaved_rates(fitting, src, r, frames, repeats)
-            baseline = rates.get(REFERENCE.key)
+            baseline = rates.get(REFERENCE)
             for (name, precision), values in rates.items():
                 # repeats of all backends take turns: the median of same-repeat ratios cancels the machine's drift
                 first = (width, height) == resolutions[0]  # where the rows were proven
@@ -359,27 +407,28 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
-        if e2e_frames and measured:
-            video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
-            chosen = {REFERENCE.key, (fastest.name, fastest.precision)} & set(runtimes)
+        if request.e2e_frames and measured:
+            video = make_test_video(Path(folder) / "bench_input.mp4", width, height, request.e2e_frames)
+            chosen = {REFERENCE, (fastest.name, fastest.precision)} & set(runtimes)
             for key in sorted(chosen):
                 out = Path(folder) / "out"
                 out.mkdir(exist_ok=True)
-                runs = conversion_rounds(runtimes[key], video, r, out, e2e_repeats)
+                runs = conversion_rounds(runtimes[key], video, r, out, request.e2e_repeats)
                 pipelined = statistics.median(runs["pipelined"])
                 tensor = next(t.fps for t in measured if (t.name, t.precision) == key)
                 conversion_rows.append(ConversionResult(
-                    key[0], key[1], f"{width}x{height}", e2e_frames, pipelined, statistics.median(runs["sequential"]),
-                    statistics.median(runs["plain"]), median_ratio(runs["pipelined"], runs["plain"]),
-                    median_ratio(runs["pipelined"], runs["sequential"]), tensor, pipelined / tensor, runs))
-        if memory_frames and fastest is not None:
-            for count in memory_frames:
+                    key[0], key[1], f"{width}x{height}", request.e2e_frames, pipelined,
+                    statistics.median(runs["sequential"]), statistics.median(runs["plain"]),
+                    median_ratio(runs["pipelined"], runs["plain"]), median_ratio(runs["pipelined"], runs["sequential"]),
+                    tensor, pipelined / tensor, runs))
+        if request.memory_frames and fastest is not None:
+            for count in request.memory_frames:
                 video = make_test_video(Path(folder) / f"memory_{count}.mp4", width, height, count)
                 key = (fastest.name, fastest.precision)
-                memory[count] = peak_memory_mib(model_source, key, paths.get(key), video, r)
+                memory[count] = peak_memory_mib(request.checkpoint, key, paths.get(key), video, r)
         for runtime in runtimes.values():
             runtime.close()
-    result = {"machine": machine.summary(), "frames": frames, "repeats": repeats,
+    result = {"machine": describe_machine(), "frames": frames, "repeats": repeats,
               "tensor": [asdict(t) for t in tensor_rows], "conversion": [asdict(c) for c in conversion_rows],
               **sweeps}
     if memory:
@@ -402,16 +451,16 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
         summary[resolution] = {"fastest": f"{fastest.name} {fastest.precision}",
                                "fastest_ratio_to_pytorch": fastest.ratio_to_pytorch}
         by_key = {(t.name, t.precision): t for t in rows}
-        official = by_key.get((OFFICIAL.name, OFFICIAL.precision))
-        peers = {peer.name for peer in PEERS}
-        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE.key]
+        official = by_key.get((formats.OFFICIAL.name, formats.OFFICIAL.precision))
+        peers = {peer.name for peer in formats.PEERS}
+        ours = [t for t in rows if t.proven and t.name not in peers and (t.name, t.precision) != REFERENCE]
         for quality, eligible in (("proven", ours),
                                   ("exact", [t for t in ours if t.mad is not None and t.mad <= EXACT_MAD])):
             best = max(eligible, key=lambda t: t.fps, default=None)
             summary[resolution][f"fastest_{quality}"] = f"{best.name} {best.precision}" if best else None
             summary[resolution][f"fastest_{quality}_over_official"] = \
                 median_ratio(best.repeat_fps, official.repeat_fps) if best and official else None
-        for peer in PEERS:  # our export of the same format and precision over the official download
+        for peer in formats.PEERS:  # our export of the same format and precision over the official download
             ours, theirs = by_key.get((peer.format, peer.precision)), by_key.get((peer.name, peer.precision))
             # repeats of the two are taken back to back: the median of paired ratios cancels the machine's drift
             summary[resolution][f"our_{peer.format}_{peer.precision}_over_official"] = \
@@ -424,9 +473,9 @@ def summarize(tensor_rows: List[TensorResult], conversion_rows: List[ConversionR
 
 
 def to_markdown(result: dict) -> str:
-    host = result["machine"]
-    lines = [f"Machine: {host['cpu']}, {host['cores']} cores, GPU: {host['gpu'] or 'none'}; torch "
-             f"{host['torch']}, onnxruntime {host['onnxruntime']}, tensorflow {host['tensorflow']}",
+    machine = result["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, GPU: {machine['gpu'] or 'none'}; torch "
+             f"{machine['torch']}, onnxruntime {machine['onnxruntime']}, tensorflow {machine['tensorflow']}",
              "", "Tensor throughput (batch 1, recurrent state carried, median of repeats):", "",
              "| backend | precision | resolution | ratio | device | frames/s | x PyTorch fp32 | proven | alpha MAD "
              "| note |", "|---|---|---|---|---|---|---|---|---|---|"]
