@@ -1,11 +1,12 @@
-"""`Runtime.load(artifact).convert(...)` writes the same alpha as the PyTorch reference, for the ONNX,
-TorchScript and TF artifacts: the deployment path end to end (decode, runtime, encode), not only tensors."""
+"""`Runtime.load(artifact).convert(ConvertRequest(...))` writes the same alpha as the PyTorch reference, for the
+ONNX, TorchScript and TF artifacts: the deployment path end to end (decode, runtime, encode), not only tensors."""
 import numpy as np
 import pytest
 import torch
 
 from rvm import MattingNetwork, formats
 from rvm.exporters import ExportOptions, export
+from rvm.media.request import ConvertRequest
 from rvm.media.video import read_frames
 from rvm.runtimes import load
 from rvm.runtimes.pytorch import PyTorchRuntime
@@ -23,8 +24,9 @@ def model():
 
 def convert_alpha(runtime, folder) -> np.ndarray:
     """Alpha of person_a as a lossless PNG sequence, through Runtime.convert."""
-    summary = runtime.convert(str(need(CLIPS / "person_a.mp4")), input_resize=SIZE, downsample_ratio=RATIO,
-                              output_alpha=str(folder), output_type="png_sequence", progress=False)
+    summary = runtime.convert(ConvertRequest(str(need(CLIPS / "person_a.mp4")), input_resize=SIZE,
+                                             downsample_ratio=RATIO, output_alpha=str(folder),
+                                             output_type="png_sequence", progress=False))
     assert summary.frames == 58
     return np.stack(read_frames(folder)).astype(np.float32) / 255
 

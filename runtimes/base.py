@@ -190,10 +190,11 @@ class Runtime:
             log.info("%s: recurrent state reset", message)
             self.reset()
 
-    def convert(self, input_source, **options):
-        """Run the whole conversion job on this runtime (see `rvm.media.pipeline.convert`)."""
+    def convert(self, request):
+        """Run the whole conversion job, a `rvm.media.request.ConvertRequest`, on this runtime (see
+        `rvm.media.pipeline.convert`)."""
         from rvm.media.pipeline import convert
-        return convert(self, input_source, **options)
+        return convert(self, request)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.info.precision} on {self.info.device}: {self.info.path}>"
@@ -240,7 +241,8 @@ def load(path, device: str = "auto", resolution: Optional[Tuple[int, int]] = Non
 
     `path` may also be `auto`, `auto:fast` or `auto:exact` with `resolution=(width, height)`: the artifact this
     machine's tuning record chose for that size and quality class (`rvm.tuning`; `downsample_ratio` in `options`
-    picks the record, auto by default), tuned first, once, when there is none."""
+    picks the record, auto by default). Records are only read here: where there is none, a UsageError names the
+    `rvm tune` to run (the CLI's `--model auto` tunes first: `rvm.measure.tune.tuned_model`)."""
     if tuning.parse_auto(path) is not None:
         path = tuning.resolve(path, resolution, options.get("downsample_ratio", "auto"), device)
     entry = formats.detect(Path(path))

@@ -1,22 +1,22 @@
 """Tuning records: the fastest proven artifact on this machine at an input size, per quality class.
 
 `rvm tune` (`rvm.measure.tune`) exports every candidate this machine can run, proves each against PyTorch, benches
-them side by side and writes a record into the user's cache. `--model auto[:exact|:fast]` and
-`Runtime.load("auto", resolution=...)` read it through `resolve`, which tunes first (with progress) when this
-machine has no record for the size. A record belongs to a machine fingerprint (CPU model and flags, cores, GPUs,
-package versions, kernel settings): when any of it changes, the old record is not used and the size is tuned again.
+them side by side and writes a record into the user's cache. `Runtime.load("auto", resolution=...)` reads it
+through `resolve`, which only reads records: where this machine has none for the size it raises a UsageError naming
+the `rvm tune` to run. Tuning on demand (`--model auto[:exact|:fast]` in the CLI) is above this layer:
+`rvm.measure.tune.tuned_model` passes `resolve` the tuner. A record belongs to a machine fingerprint (CPU model and
+flags, cores, GPUs, package versions, kernel settings): when any of it changes, the old record is not used.
 
 Quality classes: `fast` is any artifact within its own registered bounds (quantized ones included); `exact` also
 keeps alpha MAD against PyTorch fp32 at most EXACT_MAD. `auto` alone means `auto:fast`.
 """
 import hashlib
-import importlib
 import json
 import logging
 import os
 import platform
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 from rvm import machine
 from rvm.contracts import auto_downsample_ratio
@@ -29,8 +29,6 @@ AUTO = "auto"
 QUALITIES = ("fast", "exact")  # the first is what plain `auto` picks
 EXACT_MAD = 0.1  # alpha MAD x1e-3 (the paper's units): the `exact` class
 SCHEMA = 1
-# tunes the size when no record fits; "module:function", imported only then (it lives two layers up)
-TUNER = "rvm.measure.tune:tune"
 
 Resolution = Tuple[int, int]
 Ratio = Union[str, float, None]
@@ -141,15 +139,17 @@ def find(resolution: Resolution, downsample_ratio: Ratio = "auto", device: str =
     name = record_name(resolution, ratio, device)
     stale = next((other for path, other in records() if path.stem == name), None)
     if stale is not None:
-        return None, ("this machine changed since it was tuned (CPU, GPU, package versions or kernel settings): "
-                      "the same tune again"), stale.get("request", {})
+        return None, "this machine changed since it was tuned (CPU, GPU, package versions or kernel settings)", \
+            stale.get("request", {})
     return None, "this machine has not been tuned at this size", {}
 
 
 def resolve(model: str, resolution: Optional[Resolution], downsample_ratio: Ratio = "auto", device: str = "auto",
-            tune: bool = True, **tune_options) -> Path:
-    """The artifact `model` (`auto`, `auto:fast`, `auto:exact`) stands for at `resolution` on this machine, tuning
-    first when there is no usable record (unless `tune` is False: then a UsageError says how to tune)."""
+            tune_missing: Optional[Callable[..., dict]] = None) -> Path:
+    """The artifact `model` (`auto`, `auto:fast`, `auto:exact`) stands for at `resolution` on this machine, from its
+    tuning record. Where there is no usable record, `tune_missing(resolution=, downsample_ratio=, device=, **the
+    request of the last tune at that size)` makes one (the tuner lives above this layer:
+    `rvm.measure.tune.tuned_model`); without it a UsageError says which `rvm tune` to run."""
     quality = parse_auto(model)
     if quality is None:
         raise ValueError(f"{model!r} is not an auto model")
@@ -160,13 +160,11 @@ def resolve(model: str, resolution: Optional[Resolution], downsample_ratio: Rati
     record, why, request = find(resolution, downsample_ratio, device)
     if record is None:
         size = f"{resolution[0]}x{resolution[1]}"
-        if not tune:
+        if tune_missing is None:
             raise UsageError(f"no tuning record for {size}: {why}; run `rvm tune --resolution {size}`")
         log.warning("--model %s: no tuning record for %s (%s): tuning now, once (see `rvm tune`)", model, size, why)
-        module, attribute = TUNER.split(":")
-        tuner = getattr(importlib.import_module(module), attribute)
-        record = tuner(resolution=resolution, downsample_ratio=resolve_ratio(resolution, downsample_ratio),
-                       device=resolve_device(device), **{**request, **tune_options})
+        record = tune_missing(resolution=resolution, downsample_ratio=resolve_ratio(resolution, downsample_ratio),
+                              device=resolve_device(device), **request)
     chosen = choice(record, quality)
     log.info("--model %s at %dx%d: %s", model, *resolution, chosen)
     return chosen

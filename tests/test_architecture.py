@@ -1,5 +1,6 @@
-"""The structure holds: packages depend downward only and have no import cycle, the wheel claims only `rvm`, a
-user's own `models/`, `runtimes/` or `exporters/` cannot shadow ours, and every registered format is complete."""
+"""The structure holds: packages depend downward only (imports and "module:attribute" strings) and have no import
+cycle, the wheel claims only `rvm`, a user's own `models/`, `runtimes/` or `exporters/` cannot shadow ours, and every
+registered format is complete."""
 import ast
 import os
 import re
@@ -44,34 +45,63 @@ def module_files():
 MODULES = dict(module_files())
 
 
-def imports_of(name: str, path: Path):
-    """Every rvm module `name` imports, at module level or inside functions."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+# A string constant "rvm.package.module:attribute" names code that importlib loads at run time: an edge like an
+# import. The registry's declared plugin mechanism is exempt: a `Format(...)` names its format's exporter and runtime
+# in these fields, and rvm.targets.REFERENCE the checkpoints' runtime, without importing them (`Format.entry_point`).
+STRING_REFERENCE = re.compile(r"(rvm(?:\.\w+)+):[A-Za-z_]\w*")
+PLUGIN_FIELDS = ("exporter", "runtime")
+PLUGIN_CONSTANTS = ("REFERENCE",)
+
+
+def declared_plugins(tree) -> set:
+    """The string constants of `tree` that are declared plugin references (PLUGIN_FIELDS, PLUGIN_CONSTANTS)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Format":
+            found |= {keyword.value for keyword in node.keywords if keyword.arg in PLUGIN_FIELDS}
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) in PLUGIN_CONSTANTS for t in node.targets):
+            found |= {part for part in ast.walk(node.value) if isinstance(part, ast.Constant)}
+    return found
+
+
+def string_references(tree) -> set:
+    """(reference, module) of every "module:attribute" string constant naming an rvm module, plugins excepted."""
+    plugins = declared_plugins(tree)
+    return {(node.value, match.group(1)) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node not in plugins
+            and (match := STRING_REFERENCE.fullmatch(node.value)) and match.group(1) in MODULES}
+
+
+def imports_of(name: str, path: Path):
+    """Every rvm module `name` imports, at module level or inside functions, or names in a "module:attribute"
+    string (`string_references`)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    named = [[module for _, module in string_references(tree)]]
+    found = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            named.append([alias.name for alias in node.names])
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             # `from pkg import sub` imports the submodule when one exists
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            while target and target not in MODULES:  # `rvm.model.decoder.X` -> the module that holds X
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
-                # importing a submodule runs its packages' __init__ first: those of other packages are edges too
-                # (the lazy `rvm` package, and this module's own packages, already running, excepted)
-                parent = target.rpartition(".")[0]
-                while parent and parent != "rvm":
-                    if not (name == parent or name.startswith(parent + ".")):
-                        found.add(parent)
-                    parent = parent.rpartition(".")[0]
+            named.append([f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                          for alias in node.names])
+    for target in (target for targets in named for target in targets):
+        while target and target not in MODULES:  # `rvm.model.decoder.X` -> the module that holds X
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
+            # importing a submodule runs its packages' __init__ first: those of other packages are edges too
+            # (the lazy `rvm` package, and this module's own packages, already running, excepted)
+            parent = target.rpartition(".")[0]
+            while parent and parent != "rvm":
+                if not (name == parent or name.startswith(parent + ".")):
+                    found.add(parent)
+                parent = parent.rpartition(".")[0]
     return found
 
 
@@ -133,6 +163,27 @@ def find_cycle(graph):
 def test_no_import_cycle():
     cycle = find_cycle(GRAPH)
     assert cycle is None, " -> ".join(cycle)
+
+
+def test_string_references_are_edges_and_only_the_registry_plugins_are_exempt(tmp_path):
+    source = tmp_path / "lower.py"
+    source.write_text('"""Mentions "rvm.measure.tune:tune" in a sentence."""\n'
+                      'TUNER = "rvm.measure.tune:tune"\n'
+                      'REFERENCE = Reference("pytorch", "fp32", "rvm.runtimes.pytorch:PyTorchRuntime")\n'
+                      'register(Format(name="x", exporter="rvm.exporters.onnx:export_onnx",\n'
+                      '                runtime="rvm.runtimes.onnxruntime:OnnxRuntime", title="rvm.batch.jobs:Job"))\n'
+                      'NOT_A_MODULE = "rvm.nonesuch:f"\n')
+    assert string_references(ast.parse(source.read_text())) == {("rvm.measure.tune:tune", "rvm.measure.tune"),
+                                                                ("rvm.batch.jobs:Job", "rvm.batch.jobs")}
+    assert imports_of("rvm.lower", source) == {"rvm.measure.tune", "rvm.measure", "rvm.batch.jobs", "rvm.batch"}
+
+
+def test_the_exempt_plugin_references_are_the_registry_entries():
+    """What PLUGIN_FIELDS and PLUGIN_CONSTANTS exempt is exactly the registry's entry points."""
+    exempt = {node.value for path in MODULES.values() for node in declared_plugins(ast.parse(path.read_text()))
+              if isinstance(node, ast.Constant) and STRING_REFERENCE.fullmatch(str(node.value))}
+    registered = {getattr(entry, field) for entry in formats.FORMATS.values() for field in PLUGIN_FIELDS}
+    assert exempt == registered | {REFERENCE.runtime}
 
 
 def test_the_cycle_check_finds_a_cycle():

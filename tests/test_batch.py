@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from rvm.batch.driver import SUMMARY_NAME, batch_convert
-from rvm.batch.jobs import STATE_FOLDER, BatchError, ledger_path, plan_jobs, read_manifest
+from rvm.batch.jobs import STATE_FOLDER, BatchError, BatchRequest, ledger_path, plan_jobs, read_manifest
 from rvm.commands.cli import main
-from rvm.media.convert import convert_video
+from rvm.media.convert import ConvertRequest, convert_video
 from rvm.media.video import VideoSink, read_frames, read_rgba
 
 from .conftest import CLIPS, OFFICIAL_ONNX, need
@@ -52,8 +52,8 @@ def reference(tmp_path_factory, clips, model):
     folder = tmp_path_factory.mktemp("reference")
     runtime = runtimes.load(model, device="cpu", intra_op_threads=1)
     for clip in sorted(clips.glob("*.mp4")):
-        convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=folder / f"{clip.stem}.alpha",
-                      output_rgba=folder / f"{clip.stem}.rgba.mov", progress=False)
+        convert_video(ConvertRequest(clip, output_type="png_sequence", output_alpha=folder / f"{clip.stem}.alpha",
+                                     output_rgba=folder / f"{clip.stem}.rgba.mov", progress=False), runtime)
     return folder
 
 
@@ -76,14 +76,19 @@ def kill_mid_job(output_dir: Path, name: str, done: threading.Event, after_frame
     raise AssertionError(f"the {name} job never showed running frames in the ledger before the batch ended")
 
 
-def run_with_kill(output_dir: Path, after_frames: int, **batch_options):
+def png_sequences(model: str) -> ConvertRequest:
+    """What the batches here ask of each job: PNG sequences (compared exactly), no progress bar."""
+    return ConvertRequest(output_type="png_sequence", model=model, progress=False)
+
+
+def run_with_kill(output_dir: Path, after_frames: int, model: str, **batch_options):
     """The batch on a thread; the test's thread kills the worker of the long job when it is mid-way."""
     outcome, done = {}, threading.Event()
 
     def run():
         try:
-            outcome["result"] = batch_convert(output_dir=output_dir, outputs=OUTPUTS, output_type="png_sequence",
-                                              progress=False, **batch_options)
+            outcome["result"] = batch_convert(BatchRequest(output_dir=output_dir, convert=png_sequences(model),
+                                                           outputs=OUTPUTS, **batch_options))
         finally:
             done.set()
     thread = threading.Thread(target=run)
@@ -142,8 +147,7 @@ def test_local_pool_redoes_the_job_of_a_killed_worker_from_its_last_segment(tmp_
 
     # the same command again: every job skipped, no output touched
     stamps = {p: p.stat().st_mtime_ns for p in output_dir.iterdir()}
-    again = batch_convert([str(clips)], output_dir, outputs=OUTPUTS, output_type="png_sequence", model=model,
-                          progress=False)
+    again = batch_convert(BatchRequest([str(clips)], output_dir, png_sequences(model), outputs=OUTPUTS))
     assert again.counts == {"skipped": 3}
     assert all(p.stat().st_mtime_ns == stamps[p] for p in stamps if p.name not in (SUMMARY_NAME, STATE_FOLDER))
 
@@ -154,11 +158,11 @@ def test_segments_without_the_carried_state_would_differ(tmp_path, clips, refere
     from rvm import runtimes
     runtime = runtimes.load(model, device="cpu", intra_op_threads=1)
     clip = clips / "person_b.mp4"
-    first = convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=tmp_path / "first",
-                          frame_range=(0, 20), progress=False)
+    first = convert_video(ConvertRequest(clip, output_type="png_sequence", output_alpha=tmp_path / "first",
+                                         progress=False), runtime, frame_range=(0, 20))
     for name, state in (("zero", None), ("carried", first.state)):
-        convert_video(clip, runtime=runtime, output_type="png_sequence", output_alpha=tmp_path / name,
-                      frame_range=(20, 40), initial_state=state, progress=False)
+        convert_video(ConvertRequest(clip, output_type="png_sequence", output_alpha=tmp_path / name, progress=False),
+                      runtime, frame_range=(20, 40), initial_state=state)
     whole = np.stack(read_frames(reference / "person_b.alpha"))[20:40]
     assert np.array_equal(np.stack(read_frames(tmp_path / "carried")), whole)
     zero = np.stack(read_frames(tmp_path / "zero")).astype(int)
@@ -171,8 +175,8 @@ def test_segmented_video_with_audio_joins_whole(tmp_path, model):
 
     from .video_helpers import short_clip
     clip = short_clip(tmp_path, "person_c", frames=30, audio=True)
-    result = batch_convert([str(clip)], tmp_path / "out", outputs=("alpha", "composition"), model=model,
-                           segment_frames=8, progress=False, workers=1)
+    result = batch_convert(BatchRequest([str(clip)], tmp_path / "out", ConvertRequest(model=model, progress=False),
+                                        outputs=("alpha", "composition"), segment_frames=8, workers=1))
     (job,) = result.jobs
     assert job["outcome"] == "done" and job["segments"] == 4
     for kind in ("alpha", "composition"):
@@ -190,11 +194,10 @@ def test_segmented_video_with_audio_joins_whole(tmp_path, model):
 def test_rerun_after_a_crash_redoes_only_unfinished_jobs(tmp_path, clips, reference, model):
     """A ledger that ends with a job running (the driver died) and that job's temporaries on disk."""
     output_dir = tmp_path / "out"
-    first = batch_convert([str(clips / "person_b.mp4")], output_dir, outputs=OUTPUTS, output_type="png_sequence",
-                          model=model, progress=False, workers=1)
+    first = batch_convert(BatchRequest([str(clips / "person_b.mp4")], output_dir, png_sequences(model),
+                                       outputs=OUTPUTS, workers=1))
     assert first.counts == {"done": 1}
-    jobs = plan_jobs([str(clips / "person_c.mp4")], output_dir, outputs=OUTPUTS, output_type="png_sequence",
-                     model=model)
+    jobs = plan_jobs(BatchRequest([str(clips / "person_c.mp4")], output_dir, png_sequences(model), outputs=OUTPUTS))
     with open(ledger_path(output_dir), "a") as ledger:
         ledger.write(json.dumps({"job": jobs[0].id, "input": jobs[0].input, "state": "running", "frames": 9}) + "\n")
         ledger.write('{"job": "torn')  # the driver died mid-line
@@ -202,8 +205,8 @@ def test_rerun_after_a_crash_redoes_only_unfinished_jobs(tmp_path, clips, refere
     (output_dir / ".person_c.alpha.partial-abcd1234" / "0000.png").write_bytes(b"half")
     (output_dir / ".person_c.rgba.partial-0f0f0f0f.mov").write_bytes(b"half")
     (output_dir / "person_c.alpha").mkdir()  # a finished output of the unfinished job: its own to replace
-    again = batch_convert([str(clips / "person_b.mp4"), str(clips / "person_c.mp4")], output_dir, outputs=OUTPUTS,
-                          output_type="png_sequence", model=model, progress=False, workers=1)
+    again = batch_convert(BatchRequest([str(clips / "person_b.mp4"), str(clips / "person_c.mp4")], output_dir,
+                                       png_sequences(model), outputs=OUTPUTS, workers=1))
     assert {Path(j["input"]).stem: j["outcome"] for j in again.jobs} == {"person_b": "skipped", "person_c": "done"}
     assert not [p for p in os.listdir(output_dir) if ".partial-" in p]
     for png in os.listdir(reference / "person_c.alpha"):
@@ -295,12 +298,12 @@ def test_manifest_csv_options_are_typed(tmp_path):
     (tmp_path / "m.csv").write_text("input,alpha,input_resize,downsample_ratio,seq_chunk\na.mp4,a,80x46,0.5,2\n")
     (row,) = read_manifest(tmp_path / "m.csv")
     assert row == {"input": "a.mp4", "alpha": "a", "input_resize": "80x46", "downsample_ratio": "0.5", "seq_chunk": "2"}
-    (job,) = plan_jobs(manifest=tmp_path / "m.csv", output_dir=tmp_path / "o")
-    assert job.options["input_resize"] == [80, 46] and job.options["downsample_ratio"] == 0.5
-    assert job.options["seq_chunk"] == 2 and job.outputs == {"alpha": str(tmp_path / "o" / "a")}
+    (job,) = plan_jobs(BatchRequest(manifest=tmp_path / "m.csv", output_dir=tmp_path / "o"))
+    assert job.request.input_resize == (80, 46) and job.request.downsample_ratio == 0.5
+    assert job.request.seq_chunk == 2 and job.outputs == {"alpha": str(tmp_path / "o" / "a")}
     (tmp_path / "bad.csv").write_text("input,seq_chunk\na.mp4,two\n")
     with pytest.raises(BatchError, match="seq_chunk"):
-        plan_jobs(manifest=tmp_path / "bad.csv", output_dir=tmp_path / "o")
+        plan_jobs(BatchRequest(manifest=tmp_path / "bad.csv", output_dir=tmp_path / "o"))
 
 
 @pytest.fixture(scope="module")
@@ -342,8 +345,8 @@ def test_local_pool_is_one_single_thread_worker_per_core_without_gpus():
 def test_batch_on_gpus(tmp_path, clips, reference):
     """On a CUDA machine: one worker per GPU, each job on its GPU, the mattes as on the CPU within fp32 noise."""
     from .conftest import DGF_WEIGHTS
-    result = batch_convert([str(clips / "person_b.mp4")], tmp_path / "out", outputs=("alpha",),
-                           output_type="png_sequence", model=str(need(DGF_WEIGHTS)), progress=False)
+    result = batch_convert(BatchRequest([str(clips / "person_b.mp4")], tmp_path / "out",
+                                        png_sequences(str(need(DGF_WEIGHTS))), outputs=("alpha",)))
     (job,) = result.jobs
     assert job["outcome"] == "done" and job["device"].startswith("cuda") and job["frames"] == 58
     alpha = np.stack(read_frames(tmp_path / "out" / "person_b.alpha")).astype(int)

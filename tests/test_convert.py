@@ -1,11 +1,12 @@
-"""convert_video on real clips with the real weights: mattes, outputs, backgrounds, pipelining, failures."""
+"""convert_video of a ConvertRequest on real clips with the real weights: mattes, outputs, backgrounds, pipelining,
+failures."""
 import os
 
 import av
 import numpy as np
 import pytest
 
-from rvm.media.convert import ConvertError, convert_video, parse_color
+from rvm.media.convert import ConvertError, ConvertRequest, convert_video, parse_color
 from rvm.media.video import VideoError, open_source, read_frames, read_rgba
 
 from .conftest import BACKGROUND, CLIPS, need
@@ -23,8 +24,8 @@ def clips(tmp_path_factory):
     return {name: short_clip(folder, name) for name in ("person_a", "person_b", "person_c")}
 
 
-def convert(source, runtime, **outputs):
-    return convert_video(source, runtime=runtime, progress=False, **outputs)
+def convert(source, runtime, **fields):
+    return convert_video(ConvertRequest(source, progress=False, **fields), runtime)
 
 
 @pytest.mark.parametrize("name", ["person_a", "person_b", "person_c"])
@@ -76,8 +77,8 @@ def test_image_sequence_input(tmp_path, runtime):
 
 def test_odd_size_input_resize(tmp_path, runtime):
     clip = short_clip(tmp_path, "person_narrow")
-    summary = convert_video(clip, runtime=runtime, progress=False, input_resize=(51, 91),
-                            output_composition=tmp_path / "com.mp4", output_rgba=tmp_path / "rgba.mov")
+    summary = convert(clip, runtime, input_resize=(51, 91), output_composition=tmp_path / "com.mp4",
+                      output_rgba=tmp_path / "rgba.mov")
     assert summary.frames == SHORT_FRAMES
     with open_source(tmp_path / "com.mp4") as source:
         assert (sum(1 for _ in source), source.size) == (SHORT_FRAMES, (51, 91))
@@ -159,8 +160,8 @@ def test_a_failure_mid_video_leaves_no_output(tmp_path, runtime, clips, pipeline
     outputs = dict(output_composition=tmp_path / "com.mp4", output_alpha=tmp_path / "pha",
                    output_rgba=tmp_path / "rgba.webm")
     with pytest.raises(RuntimeError, match="backend crashed"):
-        convert_video(clips["person_a"], runtime=FailingRuntime(runtime, 4), progress=False, pipeline=pipeline,
-                      output_type="png_sequence", **outputs)
+        convert(clips["person_a"], FailingRuntime(runtime, 4), pipeline=pipeline, output_type="png_sequence",
+                **outputs)
     assert os.listdir(tmp_path) == []
 
 
@@ -168,8 +169,7 @@ def test_outputs_are_checked_before_any_work(tmp_path, runtime, clips):
     (tmp_path / "pha.mp4").write_bytes(b"keep me")
     never = FailingRuntime(runtime, 1)
     with pytest.raises(VideoError, match="already exists: pass --overwrite"):
-        convert_video(clips["person_a"], runtime=never, progress=False, output_composition=tmp_path / "com.mp4",
-                      output_alpha=tmp_path / "pha.mp4")
+        convert(clips["person_a"], never, output_composition=tmp_path / "com.mp4", output_alpha=tmp_path / "pha.mp4")
     for bad, message in [(dict(), "no output asked for"),
                          (dict(output_rgba=tmp_path / "x.mp4"), "must end in .mov"),
                          (dict(output_alpha=tmp_path / "x.avi2"), "needs a video name"),
@@ -177,10 +177,10 @@ def test_outputs_are_checked_before_any_work(tmp_path, runtime, clips):
                          (dict(output_alpha=tmp_path / "a.mp4", downsample_ratio=1.5), r"\(0, 1\]"),
                          (dict(output_composition=tmp_path / "a.mp4", background="not-a-colour"), "neither a file")]:
         with pytest.raises(ConvertError, match=message):
-            convert_video(clips["person_a"], runtime=never, progress=False, **bad)
+            convert(clips["person_a"], never, **bad)
     assert never.frames == 0 and os.listdir(tmp_path) == ["pha.mp4"]
     assert (tmp_path / "pha.mp4").read_bytes() == b"keep me"
-    convert_video(clips["person_a"], runtime=runtime, progress=False, output_alpha=tmp_path / "pha.mp4", overwrite=True)
+    convert(clips["person_a"], runtime, output_alpha=tmp_path / "pha.mp4", overwrite=True)
     assert len(read_frames(tmp_path / "pha.mp4")) == SHORT_FRAMES
 
 
@@ -200,5 +200,5 @@ def test_a_truncated_streamable_mp4_fails_mid_video_and_leaves_no_output(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(VideoError, match="is truncated: it declares 58 frames but only"):
-        convert_video(cut, runtime=runtime, progress=False, output_alpha=out / "pha.mp4", output_rgba=out / "rgba.mov")
+        convert(cut, runtime, output_alpha=out / "pha.mp4", output_rgba=out / "rgba.mov")
     assert os.listdir(out) == []

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rvm.batch.jobs import plan_jobs
+from rvm.batch.jobs import BatchRequest, plan_jobs
+from rvm.media.request import ConvertRequest
 from rvm.runtimes import tfjs as tfjs_runtime
 
 from .conftest import BACKGROUND, CLIPS, WEIGHTS, need
@@ -161,8 +162,8 @@ def test_batch_jobs_hold_absolute_paths(home, monkeypatch):
     shutil.copyfile(home / "bg.jpg", home / "plan/backdrop.jpg")
     (home / "plan/jobs.csv").write_text("input,alpha,background\n../clip.mp4,a.mp4,backdrop.jpg\n"
                                         "../calib.mp4,b.mp4,green\n")
-    listed, *manifest = plan_jobs(["clip.mp4"], "o", "plan/jobs.csv", ["alpha"], options={"background": "bg.jpg"},
-                                  model="m")
+    listed, *manifest = plan_jobs(BatchRequest(["clip.mp4"], "o", ConvertRequest(background="bg.jpg", model="m"),
+                                               manifest="plan/jobs.csv", outputs=["alpha"]))
     assert Path(listed.options["background"]) == (home / "bg.jpg").resolve()
     assert Path(manifest[0].options["background"]) == (home / "plan/backdrop.jpg").resolve()
     assert manifest[1].options["background"] == "green"

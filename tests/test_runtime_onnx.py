@@ -114,10 +114,11 @@ def test_cuda_without_provider_says_so(official):
 
 def test_convert_with_official_download(official, tmp_path):
     pytest.importorskip("rvm.media.convert")
+    from rvm.media.request import ConvertRequest
     from rvm.media.video import read_frames
     alpha = tmp_path / "alpha.mp4"
-    Runtime.load(official, device="cpu").convert(need(CLIPS / "person_narrow.mp4"), output_alpha=alpha,
-                                                 progress=False)
+    Runtime.load(official, device="cpu").convert(ConvertRequest(need(CLIPS / "person_narrow.mp4"), output_alpha=alpha,
+                                                                progress=False))
     written = read_frames(alpha)
     assert len(written) == 58 and written[0].shape == (92, 52, 3)
 

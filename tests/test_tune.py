@@ -3,7 +3,8 @@ their cache folder (XDG_CACHE_HOME, a fresh one here), no RVM_VALIDATION_CLIP (c
 scene). Checkpoints and the official download come from RVM_CHECKPOINT_DIR, as in a cache the user already filled.
 
 One small tune (ONNX fp32 and int8, 320x192) is the module's fixture; a changed fingerprint (a kernel setting the
-fingerprint keys on) then makes `Runtime.load("auto", ...)` tune again, repeating the same tune.
+fingerprint keys on) then makes `Runtime.load("auto", ...)` refuse (it only reads records) and `rvm convert --model
+auto` tune again, repeating the same tune.
 """
 import json
 import os
@@ -106,7 +107,7 @@ def test_batch_model_auto_uses_the_record_for_one_size(user, tmp_path):
     assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
 
 
-def test_runtime_load_auto_and_retune_on_changed_fingerprint(user):
+def test_runtime_load_auto_reads_the_record_and_the_cli_retunes_on_changed_fingerprint(user, tmp_path):
     folder, cache, env, done, _ = user
     record = record_of(done)
     script = ("import json, sys\nfrom rvm import tuning\nfrom rvm.runtimes import load\n"
@@ -114,23 +115,36 @@ def test_runtime_load_auto_and_retune_on_changed_fingerprint(user):
               "key = tuning.fingerprint_key(tuning.fingerprint())\n"
               "print(json.dumps({'path': str(r.info.path), 'key': key,\n"
               "                  'record': str(tuning.record_path(key, (320, 192), 0.5, 'cpu'))}))\n")
-    same = subprocess.run([sys.executable, "-c", script, "auto"], cwd=folder, env=env, capture_output=True,
-                          text=True, timeout=900)
+
+    def load_auto(spec, environment):
+        return subprocess.run([sys.executable, "-c", script, spec], cwd=folder, env=environment, capture_output=True,
+                              text=True, timeout=900)
+    same = load_auto("auto", env)
     assert same.returncode == 0, same.stderr[-2000:]
     assert json.loads(same.stdout)["path"] == record["choice"]["fast"]["artifact"]
     assert "tuning now" not in same.stderr
-    # a kernel setting the fingerprint keys on: the record is another machine's now, so the size is tuned again,
-    # with the same request (ONNX only), and the new record is this fingerprint's
-    changed = subprocess.run([sys.executable, "-c", script, "auto:exact"], cwd=folder,
-                             env=user_env(cache, ATEN_CPU_CAPABILITY="avx2"), capture_output=True, text=True,
-                             timeout=900)
-    assert changed.returncode == 0, changed.stderr[-2000:]
-    assert "this machine changed since it was tuned" in changed.stderr and "tuning now" in changed.stderr
-    answer = json.loads(changed.stdout.strip().splitlines()[-1])
+    # a kernel setting the fingerprint keys on: the record is another machine's now. Runtime.load only reads
+    # records: it names the tune to run, and tunes nothing
+    changed_env = user_env(cache, ATEN_CPU_CAPABILITY="avx2")
+    refused = load_auto("auto:exact", changed_env)
+    assert refused.returncode != 0 and "tuning now" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "UsageError" in last and "this machine changed since it was tuned" in last
+    assert "run `rvm tune --resolution 320x192`" in last
+    # the CLI's --model auto tunes on demand, with the same request (ONNX only), and the new record is this
+    # fingerprint's
+    converted = run(folder, changed_env, "convert", "--model", "auto:exact", "--input-source", str(clip()),
+                    "--input-resize", "320", "192", "--downsample-ratio", "0.5", "--output-alpha",
+                    str(tmp_path / "retuned.mp4"), "--disable-progress")
+    assert "this machine changed since it was tuned" in converted.stderr and "tuning now" in converted.stderr
+    assert (tmp_path / "retuned.mp4").stat().st_size > 0
+    loaded = load_auto("auto:exact", changed_env)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    answer = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert answer["key"] != record["key"]
     assert Path(answer["record"]).is_relative_to(cache)
     new_record = json.loads(Path(answer["record"]).read_text())
-    assert answer["path"] == new_record["choice"]["exact"]["artifact"]
+    assert answer["path"] == new_record["choice"]["exact"]["artifact"] and answer["path"] in converted.stderr
     assert {r["format"] for r in new_record["candidates"]} == {"onnx"}, "the re-tune repeats the same request"
     shown = run(folder, env, "tune", "--show").stdout
     assert "another machine or package set" in shown  # from the original fingerprint, the new record is foreign
@@ -154,6 +168,16 @@ def test_auto_needs_a_resolution():
     from rvm.runtimes import load
     with pytest.raises(UsageError, match="resolution"):
         load("auto")
+
+
+def test_runtime_load_auto_without_a_record_names_the_tune_and_tunes_nothing(tmp_path, monkeypatch):
+    from rvm.errors import UsageError
+    from rvm.runtimes import load
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(UsageError, match=r"no tuning record for 96x64: this machine has not been tuned at this size; "
+                                         r"run `rvm tune --resolution 96x64`"):
+        load("auto", resolution=(96, 64))
+    assert not (tmp_path / "rvm").exists() or not list((tmp_path / "rvm").rglob("*.json"))
 
 
 def clip() -> Path:

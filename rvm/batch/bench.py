@@ -13,21 +13,25 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
 from rvm.batch.driver import batch_convert
-from rvm.batch.jobs import ledger_path
+from rvm.batch.jobs import BatchRequest, ledger_path
+from rvm.media.request import ConvertRequest
 
+# BatchRequest fields of each executor layout
 LAYOUTS = {"local 1x2": dict(workers=1, threads=2), "local 2x1": dict(workers=2, threads=1),
            "ray 2x1": dict(use_ray=True, threads=1)}
 
 
-def measure(inputs: List[str], model: str, layout: dict, options: dict) -> Dict[str, float]:
+def measure(request: BatchRequest) -> Dict[str, float]:
+    """One run of `request`, into a fresh folder."""
     folder = Path(tempfile.mkdtemp(prefix="rvm-batch-bench-"))
     try:
         started = time.time()
-        result = batch_convert(inputs, folder, model=model, progress=False, **layout, **options)
+        result = batch_convert(replace(request, output_dir=folder))
         wall = time.time() - started
         assert result.succeeded, result.jobs
         records = [json.loads(line) for line in ledger_path(folder).read_text().splitlines()]
@@ -64,11 +68,13 @@ def main(argv=None) -> None:
             link = folder / f"{Path(clip).stem}_{copy}{Path(clip).suffix}"
             os.symlink(Path(clip).absolute(), link)
             inputs.append(str(link))
-    options = {"outputs": args.outputs.split(","), "input_resize": args.input_resize}
+    convert = ConvertRequest(input_resize=tuple(args.input_resize) if args.input_resize else None, model=args.model,
+                             progress=False)
     runs: Dict[str, List[dict]] = {name: [] for name in args.layouts.split(",")}
     for round_ in range(args.rounds):
         for name in runs:
-            runs[name].append(measure(inputs, args.model, LAYOUTS[name], options))
+            runs[name].append(measure(BatchRequest(inputs, convert=convert, outputs=args.outputs.split(","),
+                                                   **LAYOUTS[name])))
             print(f"round {round_ + 1} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[name][-1].items()),
                   flush=True)
     print(f"\n{len(inputs)} jobs, medians of {args.rounds} alternating rounds:")

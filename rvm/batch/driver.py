@@ -1,6 +1,6 @@
 """`rvm batch` / `batch_convert`: many conversions, on this machine's worker processes or on a Ray cluster.
 
-One job model for every executor: a `Job` names an input, its outputs and its `convert_video` options. A
+One job model for every executor: a `Job` is the batch's `ConvertRequest` for one input, its outputs named. A
 `Worker` loads the model once and runs job after job with `convert_video` (the one matting path). The driver
 hands jobs to executor slots (a worker process here, a Ray actor there: see `rvm.batch.workers` and
 `rvm.batch.ray_executor`; the job model and ledger are `rvm.batch.jobs`), and alone writes
@@ -22,19 +22,27 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from tqdm import tqdm
 
 from rvm import tuning
-from rvm.batch.jobs import JOB_OPTIONS, BatchError, Job, JobFailed, Ledger, ledger_path, plan_jobs, remove_partials
+from rvm.batch.jobs import (
+    BatchError,
+    BatchRequest,
+    Job,
+    JobFailed,
+    Ledger,
+    ledger_path,
+    plan_jobs,
+    remove_partials,
+)
 from rvm.batch.workers import PROGRESS_EVERY_S, Pool, local_pool
 from rvm.formats import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "rvm-batch-summary.json"
-DEFAULT_RETRIES = 2
 
 
 # ---- the driver ------------------------------------------------------------------------------------
@@ -236,75 +244,69 @@ def resolve_model(model: Optional[str]) -> str:
     return str(fetch(model)[0])
 
 
-def resolve_auto(jobs: List[Job], device: str) -> List[Job]:
+def resolve_auto(jobs: List[Job]) -> List[Job]:
     """With `--model auto[:exact|:fast]`, the jobs run the artifact this machine's tuning record chose for their
-    input size (tuned here, once, when there is none). One batch runs one model, so its inputs share one size."""
+    input size (tuned here, once, when there is none: `tuned_model`). One batch runs one model, so its inputs share
+    one size and ratio."""
+    from rvm.measure.tune import tuned_model
     from rvm.media.video import open_source
     if not jobs or tuning.parse_auto(jobs[0].model) is None:
         return jobs
-    sizes = {}
-    for job in jobs:
-        with open_source(job.input, job.options.get("input_resize")) as source:
-            sizes.setdefault(tuple(source.size), job.name)
-    if len(sizes) > 1:
-        listed = ", ".join(f"{name} {w}x{h}" for (w, h), name in sizes.items())
-        raise BatchError(f"--model {jobs[0].model} picks one artifact for one input size, but the inputs have "
-                         f"{len(sizes)} sizes ({listed}): batch each size apart, or pass --input-resize W H")
-    ratios = {job.options.get("downsample_ratio", "auto") for job in jobs}
+    ratios = {job.request.downsample_ratio for job in jobs}
     if len(ratios) > 1:
         raise BatchError(f"--model {jobs[0].model} picks one artifact for one downsample ratio, but the manifest "
                          f"asks for {len(ratios)}: batch each ratio apart")
-    path = tuning.resolve(jobs[0].model, next(iter(sizes)), ratios.pop(), device)
-    return [replace(job, model=str(path)) for job in jobs]
+
+    def one_size():
+        sizes = {}
+        for job in jobs:
+            with open_source(job.input, job.request.input_resize) as source:
+                sizes.setdefault(tuple(source.size), job.name)
+        if len(sizes) > 1:
+            listed = ", ".join(f"{name} {w}x{h}" for (w, h), name in sizes.items())
+            raise BatchError(f"--model {jobs[0].model} picks one artifact for one input size, but the inputs have "
+                             f"{len(sizes)} sizes ({listed}): batch each size apart, or pass --input-resize W H")
+        return next(iter(sizes))
+    model = tuned_model(jobs[0].model, one_size, ratios.pop(), jobs[0].request.device)
+    return [replace(job, request=replace(job.request, model=model)) for job in jobs]
 
 
-def batch_convert(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs: Sequence[str] = ("composition",),
-                  output_type: str = "video", video_format: str = "mp4", rgba_format: str = "mov",
-                  model: Optional[str] = None, device: str = "auto", overwrite: bool = False,
-                  retries: int = DEFAULT_RETRIES, workers: Optional[int] = None, threads: Optional[int] = None,
-                  ray_address: Optional[str] = None, use_ray: bool = False, segment_frames: Optional[int] = None,
-                  progress: bool = True, **options) -> BatchResult:
-    """Convert many inputs with one model, on local worker processes or (`use_ray`/`ray_address`) a Ray cluster.
-
-    `inputs`: files, globs, folders; `manifest`: CSV/JSONL rows of input, outputs by kind and `convert_video`
-    options. Outputs go to `output_dir` as `<stem>.<kind>.<video_format>` (a folder for png_sequence). `options`
-    are `convert_video` options for every job (background, downsample_ratio, input_resize, output_video_mbps,
-    seq_chunk). Re-running the same call skips the jobs the ledger in `output_dir` records done.
-    """
+def batch_convert(request: BatchRequest) -> BatchResult:
+    """Convert many inputs with one model, on local worker processes or (`use_ray`/`ray_address`) a Ray cluster
+    (see `BatchRequest`). Re-running the same request skips the jobs the ledger in `output_dir` records done."""
     from rvm.batch.segments import DEFAULT_SEGMENT_FRAMES
     started = time.perf_counter()
-    unknown = sorted(set(options) - set(JOB_OPTIONS))
-    if unknown:
-        raise BatchError(f"unknown option(s) {', '.join(unknown)}: batch jobs take {', '.join(JOB_OPTIONS)}")
-    if retries < 0:
-        raise BatchError(f"retries must be >= 0, got {retries}")
-    output_dir = Path(output_dir).absolute()
+    if request.retries < 0:
+        raise BatchError(f"retries must be >= 0, got {request.retries}")
+    output_dir = Path(request.output_dir).absolute()
     check_output_dir(output_dir)
-    segment_frames = DEFAULT_SEGMENT_FRAMES if segment_frames is None else segment_frames
-    jobs = resolve_auto(plan_jobs(inputs, output_dir, manifest, outputs, output_type, video_format, rgba_format,
-                                  options, resolve_model(model), segment_frames), device)
+    segment_frames = DEFAULT_SEGMENT_FRAMES if request.segment_frames is None else request.segment_frames
+    convert = replace(request.convert, model=resolve_model(request.convert.model))
+    jobs = resolve_auto(plan_jobs(replace(request, output_dir=output_dir, convert=convert,
+                                          segment_frames=segment_frames)))
     ledger = Ledger(ledger_path(output_dir))
     todo = [job for job in jobs if ledger.state(job) != "done"]
-    if not overwrite:
+    if not convert.overwrite:
         for job in todo:
             if ledger.state(job) is None:  # outputs of a job this ledger started are its own to replace
                 taken = [p for p in job.outputs.values() if Path(p).exists()]
                 if taken:
                     raise BatchError(f"output {taken[0]} already exists: pass --overwrite or choose another "
                                      f"output folder")
-    executor = "ray" if use_ray or ray_address else "local"
+    executor = "ray" if request.use_ray or request.ray_address else "local"
+    device, threads = convert.device, request.threads
     if not todo:
         pool = Pool([], lambda: None)
     elif executor == "ray":
         from rvm.batch.ray_executor import ray_pool  # here: Ray is an optional extra
-        pool = ray_pool(jobs[0].model, device, ray_address, threads)
+        pool = ray_pool(jobs[0].model, device, request.ray_address, threads)
     else:
-        pool = local_pool(jobs[0].model, device, workers, threads)
+        pool = local_pool(jobs[0].model, device, request.workers, threads)
     for job in todo:  # manifests may name outputs in subfolders
         for path in job.outputs.values():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    driver = Driver(todo, pool.slots, ledger, retries, executor, progress)
+    driver = Driver(todo, pool.slots, ledger, request.retries, executor, convert.progress)
     try:
         driver.run()
     finally:

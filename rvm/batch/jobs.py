@@ -1,6 +1,6 @@
-"""What a batch is, whatever runs it: `Job`s planned from inputs or a manifest (a job names an input, its outputs
-and its `convert_video` options), the ledger that records each job's state so that a re-run skips what is done, and
-the clean-up of what a killed worker left half-written."""
+"""What a batch is, whatever runs it: the `BatchRequest`, the `Job`s planned from its inputs or manifest (a job is
+the batch's `ConvertRequest` for one input, its outputs named after it), the ledger that records each job's state
+so that a re-run skips what is done, and the clean-up of what a killed worker left half-written."""
 import csv
 import hashlib
 import json
@@ -9,16 +9,18 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from glob import glob, has_magic
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from rvm.errors import UsageError
 from rvm.formats import IMAGE_SUFFIXES
+from rvm.media.request import OUTPUT_KINDS, ConvertRequest
 
-OUTPUT_KINDS = ("composition", "alpha", "foreground", "rgba")
-# the `convert_video` options a job may set; the rest (runtime, progress, overwrite...) belong to the batch
+DEFAULT_RETRIES = 2
+# the `ConvertRequest` fields a manifest row may set for its job; the rest (model, progress, overwrite...) belong
+# to the batch
 JOB_OPTIONS = ("output_type", "background", "downsample_ratio", "input_resize", "output_video_mbps", "seq_chunk")
 # the files of an input folder taken as videos (outputs are written in fewer containers: rvm.media.pipeline)
 INPUT_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm", ".avi")
@@ -36,16 +38,55 @@ class JobFailed(Exception):
     """One attempt of one job failed; the message is the one-line reason recorded in the ledger."""
 
 
-# ---- jobs ------------------------------------------------------------------------------------------
+# ---- the request and its jobs --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """Many conversions with one model. `convert` is the request every job runs (model, device, output type,
+    background, ratio, resize, bitrate, seq_chunk; `overwrite` replaces outputs that exist before the first run,
+    `progress` shows the batch's bar) without input or output paths: each job's input is one of `inputs` (files,
+    globs, folders) or a `manifest` row (CSV/JSONL: input, outputs by kind, JOB_OPTIONS), its outputs
+    `<stem>.<kind>.<video_format>` (a folder for png_sequence; RGBA `.<rgba_format>`) in `output_dir`, for the kinds
+    in `outputs`. Executors: local worker processes (`workers` x `threads`) or Ray (`use_ray`, `ray_address`).
+    `segment_frames`: clips longer than this run as segments (None: DEFAULT_SEGMENT_FRAMES; 0: never)."""
+    inputs: Sequence[str] = ()
+    output_dir: Union[str, Path] = "."
+    convert: ConvertRequest = ConvertRequest()
+    manifest: Optional[Union[str, Path]] = None
+    outputs: Sequence[str] = ("composition",)
+    video_format: str = "mp4"
+    rgba_format: str = "mov"
+    retries: int = DEFAULT_RETRIES
+    workers: Optional[int] = None
+    threads: Optional[int] = None
+    use_ray: bool = False
+    ray_address: Optional[str] = None
+    segment_frames: Optional[int] = None
+
 
 @dataclass(frozen=True)
 class Job:
-    input: str  # absolute path of a video file or image folder
-    outputs: Dict[str, str]  # output kind -> absolute path
-    options: Dict[str, Any] = field(default_factory=dict)  # `convert_video` keyword options (JOB_OPTIONS)
-    model: str = ""  # the artifact or checkpoint every job of the batch runs
+    request: ConvertRequest  # one input, its outputs (kind -> absolute path), the batch's model and options
     segment_frames: int = 0  # run clips longer than this as segments of this many frames (0: whole)
     work_dir: str = ""  # the batch's state folder, where segment parts wait to be joined
+
+    @property
+    def input(self) -> str:
+        """The absolute path of a video file or image folder."""
+        return self.request.input_source
+
+    @property
+    def outputs(self) -> Dict[str, str]:
+        return self.request.outputs
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def options(self) -> dict:
+        """The request's JOB_OPTIONS that are set."""
+        return {name: value for name in JOB_OPTIONS if (value := getattr(self.request, name)) is not None}
 
     @property
     def id(self) -> str:
@@ -62,7 +103,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Job":
-        return cls(**data)
+        return cls(**{**data, "request": ConvertRequest(**data["request"])})
 
 
 def _expand_inputs(inputs: Sequence[str]) -> List[Path]:
@@ -147,13 +188,13 @@ def read_manifest(path) -> List[dict]:
 
 
 def _option(name: str, value):
-    """A manifest cell (text in CSV, typed in JSONL) as the `convert_video` option it names."""
+    """A manifest cell (text in CSV, typed in JSONL) as the `ConvertRequest` field it names."""
     if value is None or value == "":
         return None
     try:
         if name == "input_resize":
             parts = value if isinstance(value, (list, tuple)) else re.split(r"[x, ]+", str(value).strip())
-            size = [int(p) for p in parts]
+            size = tuple(int(p) for p in parts)
             if len(size) != 2:
                 raise ValueError
             return size
@@ -170,39 +211,40 @@ def _option(name: str, value):
     return value
 
 
-def plan_jobs(inputs: Sequence[str] = (), output_dir=".", manifest=None, outputs: Sequence[str] = ("composition",),
-              output_type: str = "video", video_format: str = "mp4", rgba_format: str = "mov",
-              options: Optional[dict] = None, model: str = "", segment_frames: int = 0) -> List[Job]:
+def plan_jobs(request: BatchRequest) -> List[Job]:
     """The jobs of a batch; raises BatchError (nothing is written) on input that cannot start."""
-    output_dir = Path(output_dir).absolute()
-    unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
-    if unknown or not outputs:
+    output_dir = Path(request.output_dir).absolute()
+    kinds, video_format, rgba_format = request.outputs, request.video_format, request.rgba_format
+    unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
+    if unknown or not kinds:
         raise BatchError(f"unknown output kind(s) {', '.join(unknown) or '(none)'}: "
                          f"choose from {', '.join(OUTPUT_KINDS)}")
     if rgba_format not in ("mov", "webm"):
         raise BatchError(f"RGBA outputs are .mov (ProRes 4444) or .webm (VP9), not .{rgba_format}")
-    base = {k: v for k, v in (options or {}).items() if v is not None}
-    base["output_type"] = output_type
-    if "background" in base:
-        base["background"] = _background(base["background"], Path.cwd())
+    if request.convert.input_source is not None or request.convert.outputs:
+        raise BatchError("a batch names each job's input and outputs: pass inputs, a manifest and output kinds, "
+                         "not a request with an input or output paths")
+    # what every job runs: workers report progress to the batch's bar, and replace what a killed attempt left
+    base = replace(request.convert, progress=False, overwrite=True,
+                   background=_background(request.convert.background, Path.cwd()))
     work_dir = str(output_dir / STATE_FOLDER)
     jobs = []
-    for path in _expand_inputs(inputs):
-        jobs.append(Job(str(path.absolute()), _default_outputs(path.stem, output_dir, outputs, output_type,
-                                                             video_format, rgba_format), dict(base), model,
-                        segment_frames, work_dir))
-    if manifest is not None:
-        folder = Path(manifest).absolute().parent
-        for row in read_manifest(manifest):
-            job_options = dict(base)
-            job_options.update({k: _option(k, row[k]) for k in JOB_OPTIONS if row.get(k) not in (None, "")})
+    for path in _expand_inputs(request.inputs):
+        outputs = _default_outputs(path.stem, output_dir, kinds, base.output_type, video_format, rgba_format)
+        jobs.append(Job(replace(base, input_source=str(path.absolute())).with_outputs(outputs),
+                        request.segment_frames, work_dir))
+    if request.manifest is not None:
+        folder = Path(request.manifest).absolute().parent
+        for row in read_manifest(request.manifest):
+            job = replace(base, **{k: _option(k, row[k]) for k in JOB_OPTIONS if row.get(k) not in (None, "")})
             if row.get("background") not in (None, ""):
-                job_options["background"] = _background(job_options["background"], folder)
+                job = replace(job, background=_background(job.background, folder))
             source = folder / str(row["input"])  # a missing input fails as that job, the others go on
             named = {k: str(output_dir / str(row[k])) for k in OUTPUT_KINDS if row.get(k)}
-            job_outputs = named or _default_outputs(source.stem, output_dir, outputs, job_options["output_type"],
-                                                    video_format, rgba_format)
-            jobs.append(Job(str(source), job_outputs, job_options, model, segment_frames, work_dir))
+            outputs = named or _default_outputs(source.stem, output_dir, kinds, job.output_type, video_format,
+                                                rgba_format)
+            jobs.append(Job(replace(job, input_source=str(source)).with_outputs(outputs), request.segment_frames,
+                            work_dir))
     if not jobs:
         raise BatchError("no input: pass video files, folders or globs, or --manifest FILE")
     owners: Dict[str, Job] = {}

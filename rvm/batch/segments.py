@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -53,16 +54,11 @@ def frame_count(path, resize=None) -> Optional[int]:
 
 def convert_job(job, runtime, on_frames: Callable[[int], None]) -> dict:
     """Run `job` (a `rvm.batch.jobs.Job`) on `runtime`; returns frames, segments and how many were reused."""
-    count = frame_count(job.input, job.options.get("input_resize")) if job.segment_frames else None
+    count = frame_count(job.input, job.request.input_resize) if job.segment_frames else None
     if not count or count <= job.segment_frames:
-        summary = convert_video(job.input, runtime=runtime, progress=False, overwrite=True, on_frames=on_frames,
-                                **_output_args(job.outputs), **job.options)
+        summary = convert_video(job.request, runtime, on_frames)
         return {"frames": summary.frames, "segments": 1, "reused_segments": 0, "join_seconds": 0.0}
     return _convert_segments(job, runtime, on_frames, count)
-
-
-def _output_args(outputs: Dict[str, str]) -> dict:
-    return {f"output_{kind}": path for kind, path in outputs.items()}
 
 
 def parts_folder(job) -> Path:
@@ -90,13 +86,12 @@ def _convert_segments(job, runtime, on_frames, count: int) -> dict:
     if finished:
         on_frames(bounds[finished - 1][1])
     frames = bounds[finished - 1][1] if finished else 0
-    with open_source(job.input, job.options.get("input_resize")) as opened:
+    with open_source(job.input, job.request.input_resize) as opened:
         source = _Continuing(opened)
         source.skip(frames)  # decoded, not inferred: linear, and exact where seeking by time may not be
         for index in range(finished, len(bounds)):
-            summary = convert_video(source, runtime=runtime, progress=False, overwrite=True, on_frames=on_frames,
-                                    frame_range=bounds[index], initial_state=state,
-                                    **_output_args(parts[index]), **job.options)
+            segment = replace(job.request, input_source=source).with_outputs(parts[index])
+            summary = convert_video(segment, runtime, on_frames, bounds[index], state)
             state = summary.state
             frames += summary.frames
             _save_state(folder / f"{index:05d}{STATE_SUFFIX}", state)

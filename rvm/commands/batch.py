@@ -3,12 +3,11 @@ import sys
 from pathlib import Path
 
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_model, add_output_options
+from rvm.commands.options import add_model, add_output_options, convert_request
 
 
 def add_arguments(parser) -> None:
-    from rvm.batch.driver import DEFAULT_RETRIES
-    from rvm.batch.jobs import OUTPUT_KINDS
+    from rvm.batch.jobs import DEFAULT_RETRIES, OUTPUT_KINDS
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders of videos, image-sequence "
                         "folders, or globs (quote them: 'footage/**/*.mp4')")
     parser.add_argument("--manifest", metavar="FILE", help="CSV or JSONL: input, outputs by kind "
@@ -37,14 +36,12 @@ def add_arguments(parser) -> None:
 
 def command(args) -> int:
     from rvm.batch.driver import SUMMARY_NAME, batch_convert
-    result = batch_convert(
-        args.inputs, args.output_dir, manifest=args.manifest, outputs=[k.strip() for k in args.outputs.split(",")],
-        output_type=args.output_type, video_format=args.video_format, rgba_format=args.rgba_format,
-        model=args.model, device=args.device, overwrite=args.overwrite, retries=args.retries, workers=args.workers,
-        threads=args.threads, ray_address=args.ray or None, use_ray=args.ray is not None,
-        segment_frames=args.segment_frames, progress=not args.disable_progress, background=args.background,
-        downsample_ratio=args.downsample_ratio, input_resize=args.input_resize,
-        output_video_mbps=args.output_video_mbps, seq_chunk=args.seq_chunk)
+    from rvm.batch.jobs import BatchRequest
+    result = batch_convert(BatchRequest(
+        args.inputs, args.output_dir, convert_request(args), manifest=args.manifest,
+        outputs=[k.strip() for k in args.outputs.split(",")], video_format=args.video_format,
+        rgba_format=args.rgba_format, retries=args.retries, workers=args.workers, threads=args.threads,
+        use_ray=args.ray is not None, ray_address=args.ray or None, segment_frames=args.segment_frames))
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts.items()))
     print(f"{len(result.jobs)} jobs in {result.seconds:.1f} s ({counts}); summary: "
           f"{Path(args.output_dir) / SUMMARY_NAME}")

@@ -1,7 +1,7 @@
 """`rvm bench`: its arguments and how it runs; the work is `rvm.measure.bench`."""
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, add_resolution, parse_backends
-from rvm.measure.bench import DEFAULT_BACKENDS, PROOF_FRAMES, parse_resolutions, run_bench, to_markdown
+from rvm.measure.bench import DEFAULT_BACKENDS, BenchRequest, parse_resolutions, run_bench, to_markdown
 from rvm.targets import REFERENCE
 
 
@@ -12,11 +12,13 @@ def add_arguments(parser) -> None:
     add_resolution(parser, default="1920x1080", type=str,
                    help="WIDTHxHEIGHT, several comma-separated (default %(default)s)")
     add_ratio(parser, default="0.25", type=str, help="downsample ratio or auto (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=20, help="timed frames per repeat (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported (default %(default)s)")
-    parser.add_argument("--e2e-frames", type=int, default=120,
+    parser.add_argument("--frames", type=int, default=BenchRequest.frames,
+                        help="timed frames per repeat (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=BenchRequest.repeats,
+                        help="repeats; the median is reported (default %(default)s)")
+    parser.add_argument("--e2e-frames", type=int, default=BenchRequest.e2e_frames,
                         help="frames of the encoded clip converted end to end; 0 skips (default %(default)s)")
-    parser.add_argument("--e2e-repeats", type=int, default=5,
+    parser.add_argument("--e2e-repeats", type=int, default=BenchRequest.e2e_repeats,
                         help="rounds of the three conversions, taking turns; medians reported (default %(default)s)")
     parser.add_argument("--memory-frames", default="60,600",
                         help="clip lengths whose conversion peak memory is compared; empty skips (default %(default)s)")
@@ -27,7 +29,7 @@ def add_arguments(parser) -> None:
                              "rows are reported unavailable")
     parser.add_argument("--clip", metavar="VIDEO", help="footage each row is proven on against PyTorch (default: "
                                                         "the sample scene, with its bounds)")
-    parser.add_argument("--proof-frames", type=int, default=PROOF_FRAMES,
+    parser.add_argument("--proof-frames", type=int, default=BenchRequest.proof_frames,
                         help="recurrent frames each row is proven over; 0 skips the proof (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
 
@@ -35,11 +37,11 @@ def add_arguments(parser) -> None:
 def command(args) -> int:
     import json
 
-    from rvm.checkpoints import load_model
-    backends = parse_backends(args.backends)
-    memory_frames = [int(v) for v in args.memory_frames.split(",") if v.strip()]
-    result = run_bench(load_model(args.checkpoint), args.checkpoint, backends, parse_resolutions(args.resolution),
-                       args.downsample_ratio, args.frames, args.repeats, args.e2e_frames, memory_frames, args.device,
-                       args.e2e_repeats, args.calibration, args.clip, args.proof_frames)
+    result = run_bench(BenchRequest(
+        backends=parse_backends(args.backends), resolutions=parse_resolutions(args.resolution),
+        downsample_ratio=args.downsample_ratio, frames=args.frames, repeats=args.repeats, e2e_frames=args.e2e_frames,
+        e2e_repeats=args.e2e_repeats, memory_frames=[int(v) for v in args.memory_frames.split(",") if v.strip()],
+        checkpoint=args.checkpoint, device=args.device, calibration=args.calibration, clip=args.clip,
+        proof_frames=args.proof_frames))
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

@@ -1,8 +1,8 @@
 """`rvm convert`: matte a video or an image folder; accepts the official RVM inference.py's flags unchanged."""
-from rvm import tuning
+from dataclasses import replace
+
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_model, add_output_options
-from rvm.errors import UsageError
+from rvm.commands.options import add_model, add_output_options, convert_request
 
 
 def add_arguments(parser) -> None:
@@ -26,32 +26,18 @@ def add_arguments(parser) -> None:
 
 
 def command(args) -> int:
+    from rvm.measure.tune import tuned_model
     from rvm.media.convert import convert_video
     from rvm.memory import keep_freed_memory
     keep_freed_memory()  # this process is ours: PyTorch conversions ~8% faster at 1080p (see rvm/memory.py)
-    if args.model and args.checkpoint:
-        raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
-    runtime = None
-    if args.model:
-        from rvm.runtimes import load
-        model = args.model
-        if tuning.parse_auto(model) is not None:  # the tuning record's choice for this input's size
-            from rvm.media.video import open_source
-            with open_source(args.input_source, args.input_resize) as source:
-                size = source.size
-            model = tuning.resolve(model, size, args.downsample_ratio, args.device)
-        runtime = load(model, device=args.device)
-    try:
-        summary = convert_video(
-            args.input_source, runtime=runtime, checkpoint=args.checkpoint, variant=args.variant, device=args.device,
-            input_resize=args.input_resize, downsample_ratio=args.downsample_ratio,
-            output_composition=args.output_composition, output_alpha=args.output_alpha,
-            output_foreground=args.output_foreground, output_rgba=args.output_rgba, output_type=args.output_type,
-            output_video_mbps=args.output_video_mbps, background=args.background, seq_chunk=args.seq_chunk,
-            progress=not args.disable_progress, overwrite=args.overwrite, pipeline=not args.sequential)
-    finally:
-        if runtime is not None:
-            runtime.close()
+    request = convert_request(args)
+
+    def input_size():
+        from rvm.media.video import open_source
+        with open_source(request.input_source, request.input_resize) as source:
+            return source.size
+    model = tuned_model(request.model, input_size, request.downsample_ratio, request.device)
+    summary = convert_video(replace(request, model=model))
     print(f"{summary.frames} frames at {summary.fps:g} fps in {summary.seconds:.1f} s "
           f"({summary.frames_per_second:.1f} frames/s): " + ", ".join(summary.outputs.values()))
     return 0

@@ -9,16 +9,15 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
-from rvm import tuning
 from rvm.checkpoints import DEFAULT_CHECKPOINT
-from rvm.commands.options import add_model, add_ratio, add_resolution
+from rvm.commands.options import add_model, add_ratio, add_resolution, convert_request
 from rvm.errors import UsageError
 
 log = logging.getLogger(__name__)
-RECORDINGS = ("composition", "alpha", "foreground", "rgba")
 STATUS_EVERY_S = 1.0
 
 
@@ -69,40 +68,38 @@ def add_arguments(parser) -> None:
                           "sink that renders RGBA; prints delivered fps, dropped share and latency p50/p95")
 
 
-def load_model(args, source):
-    """The runtime `rvm convert` would run: --model (any artifact, or auto: the tuning record's choice for the
-    source's size) or --checkpoint (PyTorch eager)."""
-    from rvm.runtimes import load
-    if args.model and args.checkpoint:
-        raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
-    model = args.model or args.checkpoint or DEFAULT_CHECKPOINT
-    if tuning.parse_auto(model) is not None:
-        size = args.resolution
-        if size is None:  # what the camera gives unasked: open it once to see
-            source.open()
-            size = source.size
-            source.close()
-        model = tuning.resolve(model, size, args.downsample_ratio, args.device)
-    return load(model, device=args.device, threads=args.threads)
+def load_model(args, request, source):
+    """The runtime `rvm convert` would run: `request.model` (any artifact or checkpoint; auto: the tuning record's
+    choice for the source's size, tuned first where there is none) with --threads."""
+    from rvm.measure.tune import tuned_model
+    from rvm.media.convert import open_runtime
+
+    def source_size():
+        if args.resolution is not None:
+            return args.resolution
+        source.open()  # what the camera gives unasked: open it once to see
+        size = source.size
+        source.close()
+        return size
+    model = tuned_model(request.model, source_size, request.downsample_ratio, request.device)
+    return open_runtime(replace(request, model=model), args.threads)
 
 
-def build_sinks(args, source_name: str):
+def build_sinks(args, request, source_name: str):
     from rvm.live.page import PageSink
     from rvm.live.preview import PreviewSink
     from rvm.live.sinks import BLUR, RawSink, RecordingSink, VirtualCameraSink
     sinks = []
     if args.virtual_camera is not None:
-        sinks.append(VirtualCameraSink(args.background or BLUR, device=args.virtual_camera))
+        sinks.append(VirtualCameraSink(request.background or BLUR, device=args.virtual_camera))
     if args.preview:
-        sinks.append(PreviewSink(args.background or BLUR))
+        sinks.append(PreviewSink(request.background or BLUR))
     if args.page:
         sinks.append(PageSink(args.host, args.port))
-    for kind in RECORDINGS:
-        path = getattr(args, f"output_{kind}")
-        if path:
-            background = None if args.background == BLUR else args.background
-            sinks.append(RecordingSink(path, kind, background if kind == "composition" else None, args.overwrite,
-                                       source_name))
+    background = None if request.background == BLUR else request.background
+    for kind, path in request.outputs.items():
+        sinks.append(RecordingSink(path, kind, background if kind == "composition" else None, request.overwrite,
+                                   source_name))
     if args.raw_stdout:
         sinks.append(RawSink())
     return sinks
@@ -206,16 +203,17 @@ def command(args) -> int:
     stats_path = Path(args.stats) if args.stats else None
     if stats_path is not None and not stats_path.parent.is_dir():
         raise UsageError(f"the folder of --stats {stats_path} does not exist: create it first")
+    request = convert_request(args)
     if args.benchmark:
-        return benchmark(args, stats_path)
-    source = open_live_source(args.input_source, args.resolution, args.fps, args.loop)
-    sinks = build_sinks(args, source.name)
+        return benchmark(args, request, stats_path)
+    source = open_live_source(request.input_source, args.resolution, args.fps, args.loop)
+    sinks = build_sinks(args, request, source.name)
     if not sinks:
         raise UsageError("no sink: pass at least one of --virtual-camera, --preview, --page, --output-composition, "
                          "--output-alpha, --output-foreground, --output-rgba, --raw-stdout")
-    runtime = load_model(args, source)
+    runtime = load_model(args, request, source)
     try:
-        session = LiveSession(source, runtime, sinks, args.downsample_ratio, args.reconnect_seconds)
+        session = LiveSession(source, runtime, sinks, request.downsample_ratio, args.reconnect_seconds)
         snapshot = run_session(session, args.duration, stats_path, show_status=True)
     finally:
         runtime.close()
@@ -223,30 +221,30 @@ def command(args) -> int:
     return 0
 
 
-def benchmark(args, stats_path) -> int:
+def benchmark(args, request, stats_path) -> int:
     """A paced source into a sink that renders the RGBA frame (the work every sink does) and discards it."""
     from rvm.live.session import LiveSession
     from rvm.live.sinks import RawSink
     from rvm.live.sources import FileSource, open_live_source
     from rvm.media.samples import default_clip
-    clip = args.input_source if args.input_source != "0" else default_clip()
+    clip = request.input_source if request.input_source != "0" else default_clip()
     if clip is None:
         raise UsageError("--benchmark plays a video file: pass --input-source FILE (or set RVM_VALIDATION_CLIP)")
     source = open_live_source(clip, args.resolution, args.fps or 30, loop=True)
     if not isinstance(source, FileSource):
         raise UsageError(f"--benchmark plays a video file, not a camera or stream: {clip}")
     duration = args.duration or 20.0
-    runtime = load_model(args, source)
+    runtime = load_model(args, request, source)
     with open(os.devnull, "wb") as discard:
         try:
             sinks = [RawSink(discard, announce=False)]
-            session = LiveSession(source, runtime, sinks, args.downsample_ratio, args.reconnect_seconds)
+            session = LiveSession(source, runtime, sinks, request.downsample_ratio, args.reconnect_seconds)
             snapshot = run_session(session, duration, stats_path, show_status=False)
         finally:
             runtime.close()
     sink = snapshot["sinks"]["raw"]
     dropped = 1 - sink["delivered"] / snapshot["captured"] if snapshot["captured"] else 0.0
-    result = {"model": args.model or args.checkpoint or DEFAULT_CHECKPOINT, "size": snapshot["source"]["size"],
+    result = {"model": request.model or DEFAULT_CHECKPOINT, "size": snapshot["source"]["size"],
               "source_fps": snapshot["source"]["fps"], "downsample_ratio": snapshot["downsample_ratio"],
               "seconds": snapshot["seconds"], "delivered_fps": round(sink["delivered"] / snapshot["seconds"], 2),
               "dropped_share": round(dropped, 3), "latency_ms_p50": sink["latency_ms_p50"],

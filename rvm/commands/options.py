@@ -4,11 +4,13 @@ A flag that means the same thing is declared here once (`add_ratio`, `add_resolu
 spelled as here; an old spelling keeps parsing as a hidden alias (`HIDDEN_ALIASES`), absent from --help.
 """
 import argparse
+from dataclasses import fields
 from typing import List, Optional
 
 from rvm import formats
 from rvm.checkpoints import DEFAULT_CHECKPOINT
 from rvm.errors import UsageError
+from rvm.media.request import ConvertRequest
 from rvm.targets import REFERENCE
 
 # canonical spelling -> old spellings that still parse into the same dest, hidden from --help
@@ -79,6 +81,21 @@ def add_model(parser, default_note: str = "") -> argparse.Action:
         help="an exported artifact (.onnx, SavedModel folder, ...) or a checkpoint; or auto, auto:fast, auto:exact: "
              "the fastest artifact `rvm tune` proved on this machine for the input's size, tuned first if there is "
              "none" + default_note)
+
+
+def convert_request(args) -> ConvertRequest:
+    """The one `ConvertRequest` of `rvm convert`, `rvm batch` and `rvm live`: each verb declares the flags that
+    apply to it (`add_output_options`, `add_model`, ...), spelled as the request's fields; what a verb lacks keeps
+    the request's default. `--model` or `--checkpoint` (not both) is the model."""
+    given = vars(args)
+    if given.get("model") and given.get("checkpoint"):
+        raise UsageError("pass either --model (an exported artifact) or --checkpoint (PyTorch weights), not both")
+    values = {field.name: given[field.name] for field in fields(ConvertRequest) if field.name in given}
+    if values.get("input_resize") is not None:
+        values["input_resize"] = tuple(values["input_resize"])
+    values["model"] = given.get("model") or given.get("checkpoint")
+    return ConvertRequest(**values, progress=not given.get("disable_progress", False),
+                          pipeline=not given.get("sequential", False))
 
 
 def add_checkpoint(parser, help: str = "checkpoint name or path (default %(default)s)") -> argparse.Action:

@@ -6,6 +6,7 @@ from pathlib import Path
 from rvm import formats
 from rvm.commands.options import add_checkpoint, add_ratio, add_resolution, parse_backends
 from rvm.errors import UsageError
+from rvm.measure.tune import TuneRequest
 
 
 def add_arguments(parser) -> None:
@@ -19,10 +20,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backends", help=f"comma-separated subset of {','.join(formats.FORMATS)} "
                                            f"(default: every format this machine can export and run)")
     parser.add_argument("--precisions", help="comma-separated subset of fp32,fp16,int8 (default: all)")
-    parser.add_argument("--frames", type=int, default=24, help="recurrent frames each candidate is proven over "
-                                                               "(default %(default)s)")
-    parser.add_argument("--bench-frames", type=int, default=8, help="timed frames per repeat (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="bench repeats, taking turns (default %(default)s)")
+    parser.add_argument("--frames", type=int, default=TuneRequest.frames,
+                        help="recurrent frames each candidate is proven over (default %(default)s)")
+    parser.add_argument("--bench-frames", type=int, default=TuneRequest.bench_frames,
+                        help="timed frames per repeat (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=TuneRequest.repeats,
+                        help="bench repeats, taking turns (default %(default)s)")
     add_checkpoint(parser)
     parser.add_argument("--plot", metavar="PNG", help="also write the speed-against-MAD plot here")
     parser.add_argument("--show", action="store_true", help="print the tuning records in the cache and exit")
@@ -53,9 +56,11 @@ def command(args) -> int:
         raise UsageError(f"--plot {args.plot}: the plot is a PNG file: name it .png")
     backends = parse_backends(args.backends) if args.backends else None
     precisions = parse_precisions(args.precisions) if args.precisions else None
-    record = tune.tune(args.resolution, args.downsample_ratio, args.device, args.checkpoint, args.clip,
-                       args.calibration, backends, precisions, args.frames, args.bench_frames, args.repeats,
-                       progress=not args.disable_progress)
+    record = tune.tune(TuneRequest(
+        resolution=args.resolution, downsample_ratio=args.downsample_ratio, device=args.device,
+        checkpoint=args.checkpoint, clip=args.clip, calibration=args.calibration, backends=backends,
+        precisions=precisions, frames=args.frames, bench_frames=args.bench_frames, repeats=args.repeats,
+        progress=not args.disable_progress))
     plot = Path(record["path"]).with_suffix(".png")
     if args.plot:
         shutil.copyfile(plot, args.plot)

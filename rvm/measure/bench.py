@@ -13,11 +13,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from rvm import formats, machine
+from rvm.checkpoints import DEFAULT_CHECKPOINT
 from rvm.errors import BackendError, UsageError, one_line
 from rvm.targets import OFFICIAL, PEERS, REFERENCE, Target
 from rvm.targets import targets as all_targets
@@ -53,7 +54,7 @@ class ConversionResult:
     resolution: str
     frames: int
     pipelined_fps: float  # `convert_video`: decode, inference and encode overlapped
-    sequential_fps: float  # `convert_video(pipeline=False)`: the same per-frame code on one thread
+    sequential_fps: float  # `convert_video` with `pipeline=False`: the same per-frame code on one thread
     plain_fps: float  # `plain_conversion`: an official-style loop, same backend and encoder settings
     speedup: float  # pipelined over the plain loop, same backend, same run
     speedup_over_sequential: float  # what the overlap alone buys
@@ -212,11 +213,11 @@ def make_test_video(path: Path, width: int, height: int, frames: int) -> Path:
 
 
 def conversion_fps(runtime, video: Path, ratio: float, pipeline: bool, out: Path) -> Tuple[float, int]:
-    from rvm.media.convert import convert_video
+    from rvm.media.convert import ConvertRequest, convert_video
     started = time.perf_counter()
-    summary = convert_video(str(video), runtime=runtime, downsample_ratio=ratio, pipeline=pipeline,
-                            output_composition=str(out / "composition.mp4"), output_alpha=str(out / "alpha.mp4"),
-                            progress=False, overwrite=True)
+    summary = convert_video(ConvertRequest(str(video), output_composition=str(out / "composition.mp4"),
+                                           output_alpha=str(out / "alpha.mp4"), downsample_ratio=ratio,
+                                           overwrite=True, progress=False, pipeline=pipeline), runtime)
     return summary.frames / (time.perf_counter() - started), summary.frames
 
 
@@ -305,21 +306,45 @@ def peak_memory_mib(model_source, key, path, video, ratio) -> float:
     return queue.get()
 
 
-def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ratio, frames: int, repeats: int,
-              e2e_frames: int, memory_frames: Sequence[int], device: str = "cpu", e2e_repeats: int = 5,
-              calibration: Optional[str] = None, clip=None, proof_frames: int = PROOF_FRAMES) -> dict:
-    """Static formats are exported for the first resolution and measured there only. Rows are proven at the first
-    resolution over `proof_frames` of `clip` (else `$RVM_VALIDATION_CLIP`, else the sample scene and its bounds);
-    0 skips the proof."""
+@dataclass(frozen=True)
+class BenchRequest:
+    """What `rvm bench` measures: tensor throughput of `backends` at each of `resolutions` (`frames` timed frames,
+    `repeats` taking turns), each row proven at the first resolution over `proof_frames` of `clip` (else
+    `$RVM_VALIDATION_CLIP`, else the sample scene and its bounds; 0 skips the proof); there too the end-to-end
+    conversion of an `e2e_frames` clip (`e2e_repeats` rounds; 0 skips) and the peak memory of conversions of
+    `memory_frames` frames (empty skips). Static formats are exported for the first resolution and measured there
+    only; int8 rows calibrate on `calibration` (without it they are reported unavailable)."""
+    backends: Sequence[str] = DEFAULT_BACKENDS
+    resolutions: Sequence[Tuple[int, int]] = ((1920, 1080),)
+    downsample_ratio: Union[str, float] = 0.25
+    frames: int = 20
+    repeats: int = 3
+    e2e_frames: int = 120
+    e2e_repeats: int = 5
+    memory_frames: Sequence[int] = (60, 600)
+    checkpoint: str = DEFAULT_CHECKPOINT  # the PyTorch reference every row is measured and proven against
+    device: str = "cpu"
+    calibration: Optional[str] = None
+    clip: Optional[str] = None
+    proof_frames: int = PROOF_FRAMES
+
+
+def run_bench(request: BenchRequest) -> dict:
+    """Measure `request` (see `BenchRequest`); the result holds the machine, the rows and the summary."""
+    from rvm.checkpoints import load_model
     from rvm.contracts import auto_downsample_ratio
     from rvm.media.samples import default_clip, validation_frames
-    targets = all_targets([b for b in backends if b in formats.FORMATS])
+    model = load_model(request.checkpoint)
+    resolutions, device = request.resolutions, request.device
+    frames, repeats = request.frames, request.repeats
+    targets = all_targets([b for b in request.backends if b in formats.FORMATS])
     tensor_rows: List[TensorResult] = []
     conversion_rows: List[ConversionResult] = []
     memory = {}
-    ratios = {(w, h): auto_downsample_ratio(h, w) if ratio == "auto" else float(ratio) for w, h in resolutions}
+    ratios = {(w, h): auto_downsample_ratio(h, w) if request.downsample_ratio == "auto" else
+              float(request.downsample_ratio) for w, h in resolutions}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], calibration)
+        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], request.calibration)
         runtimes = {}
         entries = {(t.name, t.precision): t.format for t in targets}
         for key in [REFERENCE.key] + list(entries):
@@ -329,10 +354,10 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
                 tensor_rows += [TensorResult(key[0], key[1], f"{w}x{h}", ratios[(w, h)], device, status="unavailable",
                                              reason=one_line(error)) for w, h in resolutions[:1]]
         proofs = {}
-        if proof_frames:
-            clip = clip or default_clip()
+        if request.proof_frames:
+            clip = request.clip or default_clip()
             log.info("proving %d rows against PyTorch on %s", len(runtimes) - 1, clip or "the sample scene")
-            proofs = prove_rows(model, runtimes, entries, validation_frames(proof_frames, clip, resolutions[0]),
+            proofs = prove_rows(model, runtimes, entries, validation_frames(request.proof_frames, clip, resolutions[0]),
                                 ratios[resolutions[0]], scene=clip is None)
         for width, height in resolutions:
             r = ratios[(width, height)]
@@ -359,24 +384,25 @@ def run_bench(model, model_source: str, backends: Sequence[str], resolutions, ra
         # end to end: PyTorch and the fastest backend, pipelined vs sequential
         measured = [t for t in tensor_rows if t.fps and t.resolution == f"{width}x{height}"]
         fastest = max(measured, key=lambda t: t.fps) if measured else None
-        if e2e_frames and measured:
-            video = make_test_video(Path(folder) / "bench_input.mp4", width, height, e2e_frames)
+        if request.e2e_frames and measured:
+            video = make_test_video(Path(folder) / "bench_input.mp4", width, height, request.e2e_frames)
             chosen = {REFERENCE.key, (fastest.name, fastest.precision)} & set(runtimes)
             for key in sorted(chosen):
                 out = Path(folder) / "out"
                 out.mkdir(exist_ok=True)
-                runs = conversion_rounds(runtimes[key], video, r, out, e2e_repeats)
+                runs = conversion_rounds(runtimes[key], video, r, out, request.e2e_repeats)
                 pipelined = statistics.median(runs["pipelined"])
                 tensor = next(t.fps for t in measured if (t.name, t.precision) == key)
                 conversion_rows.append(ConversionResult(
-                    key[0], key[1], f"{width}x{height}", e2e_frames, pipelined, statistics.median(runs["sequential"]),
-                    statistics.median(runs["plain"]), median_ratio(runs["pipelined"], runs["plain"]),
-                    median_ratio(runs["pipelined"], runs["sequential"]), tensor, pipelined / tensor, runs))
-        if memory_frames and fastest is not None:
-            for count in memory_frames:
+                    key[0], key[1], f"{width}x{height}", request.e2e_frames, pipelined,
+                    statistics.median(runs["sequential"]), statistics.median(runs["plain"]),
+                    median_ratio(runs["pipelined"], runs["plain"]), median_ratio(runs["pipelined"], runs["sequential"]),
+                    tensor, pipelined / tensor, runs))
+        if request.memory_frames and fastest is not None:
+            for count in request.memory_frames:
                 video = make_test_video(Path(folder) / f"memory_{count}.mp4", width, height, count)
                 key = (fastest.name, fastest.precision)
-                memory[count] = peak_memory_mib(model_source, key, paths.get(key), video, r)
+                memory[count] = peak_memory_mib(request.checkpoint, key, paths.get(key), video, r)
         for runtime in runtimes.values():
             runtime.close()
     result = {"machine": machine.summary(), "frames": frames, "repeats": repeats,

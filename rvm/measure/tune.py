@@ -3,7 +3,7 @@
 Every registered format this machine can export and run is a candidate in each of its precisions, static where the
 format offers it (the resolution and ratio baked in, which the runtimes run fastest). Each is exported, proven
 against PyTorch fp32 over recurrent frames with its registered bounds (the user's clip, else the packaged sample
-scene with the scene's bounds: `rvm.measure.parity.run_parity`), and the proven ones are benched side by side with
+scene with the scene's bounds: `rvm.measure.parity.prove`), and the proven ones are benched side by side with
 PyTorch eager and the official ONNX download, repeats taking turns (`rvm.measure.bench.interleaved_rates`). The record
 (`rvm.tuning`) keeps every candidate's frames/s, alpha MAD, dtSSD and status, and the choice per quality class; the
 chosen artifacts are kept beside it, the others deleted. A speed-against-MAD plot (PNG) is written beside it.
@@ -16,7 +16,7 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -152,55 +152,88 @@ def classify(rows: List[Candidate]) -> dict:
     return chosen
 
 
-def tune(resolution: Tuple[int, int], downsample_ratio=None, device: str = "cpu", checkpoint=None, clip=None,
-         calibration: Optional[str] = None, backends: Optional[Sequence[str]] = None,
-         precisions: Optional[Sequence[str]] = None, frames: int = PROOF_FRAMES,
-         bench_frames: int = BENCH_FRAMES, repeats: int = BENCH_REPEATS, progress: bool = True) -> dict:
-    """Tune this machine at `resolution` and write the record (returned). Nothing is left half-written: the work
-    happens in a temporary folder, and the record and its artifacts replace the old ones only when complete."""
+@dataclass(frozen=True)
+class TuneRequest:
+    """What `rvm tune` is asked: the size, ratio and device to tune for, the footage to prove on, the candidates and
+    how long to measure. A record keeps it (`repeatable`), so a re-tune on a changed machine repeats it."""
+    resolution: Tuple[int, int]
+    downsample_ratio: Union[str, float, None] = None  # None or "auto": chosen from the size
+    device: str = "cpu"
+    checkpoint: Optional[str] = None
+    clip: Optional[str] = None  # the footage candidates are proven on (default: the sample scene)
+    calibration: Optional[str] = None  # int8 calibration footage (default: the sample scene, mirrored)
+    backends: Optional[Sequence[str]] = None
+    precisions: Optional[Sequence[str]] = None
+    frames: int = PROOF_FRAMES
+    bench_frames: int = BENCH_FRAMES
+    repeats: int = BENCH_REPEATS
+    progress: bool = True
+
+    def repeatable(self) -> dict:
+        """The fields a re-tune repeats (the size, ratio and device are the record's own)."""
+        return {"checkpoint": self.checkpoint, "clip": str(Path(self.clip).resolve()) if self.clip else None,
+                "calibration": str(Path(self.calibration).resolve()) if self.calibration else None,
+                "backends": list(self.backends) if self.backends else None,
+                "precisions": list(self.precisions) if self.precisions else None, "frames": self.frames,
+                "bench_frames": self.bench_frames, "repeats": self.repeats}
+
+
+def tune(request: TuneRequest) -> dict:
+    """Tune this machine at `request.resolution` and write the record (returned). Nothing is left half-written:
+    the work happens in a temporary folder, and the record and its artifacts replace the old ones only when
+    complete."""
     from rvm.checkpoints import DEFAULT_CHECKPOINT, load_model
-    resolution = (int(resolution[0]), int(resolution[1]))
-    ratio = tuning.resolve_ratio(resolution, downsample_ratio)
-    device = tuning.resolve_device(device)
+    resolution = (int(request.resolution[0]), int(request.resolution[1]))
+    ratio = tuning.resolve_ratio(resolution, request.downsample_ratio)
+    device = tuning.resolve_device(request.device)
     facts = tuning.fingerprint()
     key = tuning.fingerprint_key(facts)
     path = tuning.record_path(key, resolution, ratio, device)
-    model = load_model(checkpoint or DEFAULT_CHECKPOINT)
-    targets, skipped = candidates(backends, precisions)
+    model = load_model(request.checkpoint or DEFAULT_CHECKPOINT)
+    targets, skipped = candidates(request.backends, request.precisions)
     if not targets:
         raise UsageError("no candidate format can be exported and run here: see `rvm env`, and install the extras")
-    frames_compared = proof_frames(clip, resolution, frames)
+    clip = request.clip
+    frames_compared = proof_frames(clip, resolution, request.frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_work(path.parent)
     work = Path(tempfile.mkdtemp(prefix=f".{path.stem}-pid{os.getpid()}-", dir=path.parent))
     try:
-        calibration_given = calibration is not None
-        if not calibration_given:
+        calibration = request.calibration
+        if calibration is None:
             calibration = str(write_calibration_frames(work / "calibration", resolution))
             calibration_note = "the sample scene, mirrored and reversed"
         else:
             calibration_note = str(calibration)
         rows = prove_candidates(targets, Proof(model, frames_compared, ratio, calibration, clip is None, device),
-                                progress)
+                                request.progress)
         log.info("benching %d proven candidates at %dx%d", sum(r.status == "ok" for r in rows), *resolution)
-        pytorch_fps = bench(model, rows, resolution, ratio, device, bench_frames, repeats)
+        pytorch_fps = bench(model, rows, resolution, ratio, device, request.bench_frames, request.repeats)
         chosen = classify(rows)
         rows.sort(key=lambda r: (r.fps is None, -(r.fps or 0)))
         record = {"schema": tuning.SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                   "fingerprint": facts, "key": key, "resolution": list(resolution), "downsample_ratio": ratio,
                   "device": device, "footage": str(Path(clip).resolve()) if clip else "the sample scene",
                   "calibration": calibration_note, "proof_frames": len(frames_compared),
-                  # what was asked, so a re-tune on a changed machine repeats this tune (rvm.tuning.resolve)
-                  "request": {"checkpoint": checkpoint, "clip": str(Path(clip).resolve()) if clip else None,
-                              "calibration": str(Path(calibration_note).resolve()) if calibration_given else None,
-                              "backends": list(backends) if backends else None,
-                              "precisions": list(precisions) if precisions else None, "frames": frames,
-                              "bench_frames": bench_frames, "repeats": repeats},
-                  "bench": {"frames": bench_frames, "repeats": repeats, "pytorch_fps": pytorch_fps},
+                  # what was asked, so a re-tune on a changed machine repeats this tune (`tuned_model`)
+                  "request": request.repeatable(),
+                  "bench": {"frames": request.bench_frames, "repeats": request.repeats, "pytorch_fps": pytorch_fps},
                   "candidates": [asdict(r) for r in rows + skipped], "choice": chosen}
         return install(record, work, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def tuned_model(model: str, size: Callable[[], Tuple[int, int]], downsample_ratio="auto", device: str = "auto"
+                ) -> str:
+    """What `--model` runs: `model` itself, or for `auto[:fast|:exact]` the artifact this machine's tuning record
+    chose for the input size `size()` gives (called only then: it may open a camera), tuned first (once, with
+    progress, repeating the last tune at that size) when there is no record. The one `auto` lookup of convert,
+    batch and live."""
+    if tuning.parse_auto(model) is None:
+        return model
+    return str(tuning.resolve(model, size(), downsample_ratio, device,
+                              tune_missing=lambda **asked: tune(TuneRequest(**asked))))
 
 
 def remove_abandoned_work(folder: Path) -> None:

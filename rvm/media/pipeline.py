@@ -24,6 +24,7 @@ from tqdm import tqdm
 from rvm.contracts import DEFAULT_GREEN
 from rvm.errors import UsageError, VideoError
 from rvm.formats import IMAGE_SUFFIXES
+from rvm.media.request import BackgroundSpec, ConvertRequest
 from rvm.media.video import (
     FrameSink,
     FrameSource,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 # the names a video output may take: the containers written here (an input may be any container PyAV reads)
 OUTPUT_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".webm")
 QUEUE_CHUNKS = 4  # chunks in flight per queue: enough to absorb jitter, small enough to keep memory flat
-BackgroundSpec = Union[None, str, Path, Sequence[int]]
 
 
 class ConvertError(UsageError):
@@ -327,51 +327,43 @@ def _run_sequential(chunks: Iterator[Chunk], runtime, ratio, outputs: List[Outpu
     return frames
 
 
-def convert(runtime, input_source, input_resize: Optional[Tuple[int, int]] = None,
-                  downsample_ratio: Union[str, float, None] = "auto",
-                  output_composition=None, output_alpha=None, output_foreground=None, output_rgba=None,
-                  output_type: str = "video", output_video_mbps: Optional[float] = None,
-                  background: BackgroundSpec = None, seq_chunk: int = 1, progress: bool = True,
-                  overwrite: bool = False, pipeline: bool = True, on_frames: Optional[Callable[[int], None]] = None,
-                  frame_range: Optional[Tuple[int, int]] = None,
-                  initial_state: Optional[Sequence[np.ndarray]] = None) -> ConvertSummary:
-    """Matte `input_source` (video file or image folder) and write the requested outputs.
+def convert(runtime, request: ConvertRequest, on_frames: Optional[Callable[[int], None]] = None,
+            frame_range: Optional[Tuple[int, int]] = None,
+            initial_state: Optional[Sequence[np.ndarray]] = None) -> ConvertSummary:
+    """Matte `request.input_source` (video file or image folder) with `runtime` and write the requested outputs.
 
-    `runtime`: any `rvm.runtimes.Runtime`; it is reset first and left open. `background`: a colour (tuple, 'R,G,B',
-    '#rrggbb', name), an image or a
-    video; default green (120, 255, 155) for video and, like the official converter, foreground-with-alpha
-    PNGs for a PNG-sequence composition. `pipeline=False` runs decode, inference and encode in turn on one
-    thread (the baseline the pipelined job is measured against). `on_frames(n)` is called as frames complete.
+    `runtime`: any `rvm.runtimes.Runtime`; it is reset first and left open (`request.model` is not read here).
+    `on_frames(n)` is called as frames complete.
 
     `frame_range=(start, stop)` converts only those frames (a segment of a long job; no audio is copied) and
     returns the recurrent state after the last one in `summary.state`; `initial_state` starts from a state so
     taken instead of zeros, so that segments run one after another give the frames of one whole run.
-    `input_source` may also be an open `FrameSource` (the caller closes it); with `frame_range` its iteration
-    must continue at `start`, as consecutive segments over one source leave it, so nothing is decoded twice.
+    `request.input_source` may also be an open `FrameSource` (the caller closes it); with `frame_range` its
+    iteration must continue at `start`, as consecutive segments over one source leave it, so nothing is decoded
+    twice.
     """
     started = time.perf_counter()
+    input_source = request.input_source
     opened = not isinstance(input_source, FrameSource)
     input_path = Path(input_source) if opened else input_source.path
-    if seq_chunk < 1:
-        raise ConvertError(f"seq_chunk must be >= 1, got {seq_chunk}")
+    if request.seq_chunk < 1:
+        raise ConvertError(f"seq_chunk must be >= 1, got {request.seq_chunk}")
     if frame_range is not None and not 0 <= frame_range[0] < frame_range[1]:
         raise ConvertError(f"frame_range must be (start, stop) with 0 <= start < stop, got {frame_range}")
-    if output_video_mbps is not None and output_video_mbps <= 0:
-        raise ConvertError(f"output_video_mbps must be > 0, got {output_video_mbps}")
-    outputs = plan_outputs({"composition": output_composition, "alpha": output_alpha,
-                             "foreground": output_foreground, "rgba": output_rgba}, output_type, input_path, overwrite)
-    source = open_source(input_path, input_resize) if opened else input_source
+    if request.output_video_mbps is not None and request.output_video_mbps <= 0:
+        raise ConvertError(f"output_video_mbps must be > 0, got {request.output_video_mbps}")
+    outputs = plan_outputs(request.outputs, request.output_type, input_path, request.overwrite)
+    source = open_source(input_path, request.input_resize) if opened else input_source
     try:
         composites = any(o.name == "composition" for o in outputs)
-        if composites and background is None and output_type == "png_sequence":
+        if composites and request.background is None and request.output_type == "png_sequence":
             composites = False  # official behaviour: foreground with alpha instead of a colour
-        backgrounds = background_frames(background, source.size) if composites else None
-        check_runtime_fits(runtime, source.size, downsample_ratio)
+        backgrounds = background_frames(request.background, source.size) if composites else None
+        check_runtime_fits(runtime, source.size, request.downsample_ratio)
         runtime.reset()
         if initial_state is not None:
             runtime.state = initial_state
-        summary = _convert(source, runtime, downsample_ratio, outputs, backgrounds, seq_chunk, output_video_mbps,
-                           progress, overwrite, pipeline, on_frames, frame_range, skip=opened)
+        summary = _convert(source, runtime, request, outputs, backgrounds, on_frames, frame_range, skip=opened)
     finally:
         if opened:
             source.close()
@@ -396,8 +388,8 @@ def check_runtime_fits(runtime, size: Tuple[int, int], downsample_ratio,
         raise ConvertError(f"{error}: pass a number in (0, 1] or 'auto'") from None
 
 
-def _convert(source, runtime, ratio, outputs: List[Output], backgrounds, seq_chunk: int, mbps, progress: bool,
-             overwrite: bool, pipeline: bool, on_frames, frame_range, skip: bool) -> ConvertSummary:
+def _convert(source, runtime, request: ConvertRequest, outputs: List[Output], backgrounds, on_frames, frame_range,
+             skip: bool) -> ConvertSummary:
     audio_from = source.path if source.audio is not None and frame_range is None else None
     frames_in, total = source, source.frame_count
     if frame_range is not None:
@@ -408,14 +400,15 @@ def _convert(source, runtime, ratio, outputs: List[Output], backgrounds, seq_chu
         total = None if total is None else max(0, min(stop, total) - start)
     try:
         for output in outputs:
-            output.sink = (PngSequenceSink(output.path, overwrite) if output.png_sequence else
-                           VideoSink(output.path, source.fps, source.size, alpha=output.name == "rgba", mbps=mbps,
-                                     audio_from=audio_from, overwrite=overwrite))
-        chunks = _decoded_chunks(frames_in, backgrounds, seq_chunk)
-        run = _run_pipelined if pipeline else _run_sequential
-        with tqdm(total=total, unit="frame", desc="rvm convert", disable=not progress) as bar:
+            output.sink = (PngSequenceSink(output.path, request.overwrite) if output.png_sequence else
+                           VideoSink(output.path, source.fps, source.size, alpha=output.name == "rgba",
+                                     mbps=request.output_video_mbps, audio_from=audio_from,
+                                     overwrite=request.overwrite))
+        chunks = _decoded_chunks(frames_in, backgrounds, request.seq_chunk)
+        run = _run_pipelined if request.pipeline else _run_sequential
+        with tqdm(total=total, unit="frame", desc="rvm convert", disable=not request.progress) as bar:
             update = bar.update if on_frames is None else lambda n: (bar.update(n), on_frames(n))
-            frames = run(chunks, runtime, ratio, outputs, update)
+            frames = run(chunks, runtime, request.downsample_ratio, outputs, update)
         for output in outputs:
             output.sink.close()
             output.sink = None
