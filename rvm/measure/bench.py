@@ -105,18 +105,17 @@ def interleaved_rates(runtimes: dict, src: np.ndarray, ratio: float, frames: int
     return rates
 
 
-def build_artifacts(model, targets: Sequence[Target], folder: str, size: Tuple[int, int], ratio: float,
+def build_artifacts(model, targets: Sequence[Target], size: Tuple[int, int], ratio: float,
                     calibration: Optional[str] = None) -> dict:
     """(name, precision) -> path, or the exception that stopped its export; static rows at `size` and `ratio`;
-    precisions that need calibration calibrate on `calibration`."""
-    from rvm.exporters import export
+    precisions that need calibration calibrate on `calibration`. Artifacts come from the artifact store."""
+    from rvm.exporters.store import ArtifactStore
     from rvm.measure.parity import peer_path
-    paths = {}
+    store, paths = ArtifactStore(), {}
     for target in targets:
         try:
-            paths[(target.name, target.precision)] = peer_path(target.peer, model) if target.peer else export(
-                model, target.format.name, target.precision, folder, overwrite=True,
-                options=target.export_options(size, ratio, calibration))
+            paths[(target.name, target.precision)] = peer_path(target.peer, model) if target.peer else store.get(
+                model, target.format.name, target.precision, target.export_options(size, ratio, calibration))
         except Exception as error:  # reported in the table
             paths[(target.name, target.precision)] = error
     return paths
@@ -344,7 +343,7 @@ def run_bench(request: BenchRequest) -> dict:
     ratios = {(w, h): auto_downsample_ratio(h, w) if request.downsample_ratio == "auto" else
               float(request.downsample_ratio) for w, h in resolutions}
     with tempfile.TemporaryDirectory() as folder:
-        paths = build_artifacts(model, targets, folder, resolutions[0], ratios[resolutions[0]], request.calibration)
+        paths = build_artifacts(model, targets, resolutions[0], ratios[resolutions[0]], request.calibration)
         runtimes = {}
         entries = {(t.name, t.precision): t.format for t in targets}
         for key in [REFERENCE.key] + list(entries):
