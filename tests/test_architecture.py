@@ -348,3 +348,23 @@ def test_every_runtime_takes_threads(runtime):
     assert "threads" in inspect.signature(cls.from_path).parameters, runtime
     for sweep in cls.settings_sweeps():  # what bench measures is declared by the runtime, in its own options
         assert sweep.settings and all(set(options) >= {o for o, _ in sweep.columns} for options in sweep.settings)
+
+
+MAX_PARAMETERS = 8
+# a block's forward takes the network's tensors, as the official model's does: the decoder's are the four encoder
+# features, the image and the four recurrent states
+TENSOR_SIGNATURES = {("rvm.model.decoder", "forward")}
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    """Requests, not parameter lists: what a call needs beyond a few values travels in a request object
+    (ConvertRequest, BatchRequest, BenchRequest, TuneRequest, Proof)."""
+    crowded = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                arguments = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+                count = len(arguments) - (arguments[:1] in (["self"], ["cls"]))
+                if count > MAX_PARAMETERS and (name, node.name) not in TENSOR_SIGNATURES:
+                    crowded.append(f"{name}.{node.name} ({count})")
+    assert not crowded, crowded
