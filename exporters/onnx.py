@@ -483,7 +483,28 @@ def to_fp16(graph):
     converted = OnnxModel(convert_float_to_float16(graph, keep_io_types=["downsample_ratio"],
                                                    node_block_list=[node.name for node in ratio_users + constants]))
     converted.topological_sort()  # the converter appends its Casts at the end; onnx.checker wants order
-    return converted.model
+    return constant_casts_folded(converted.model)
+
+
+def constant_casts_folded(graph):
+    """Casts of constants replaced by the constants cast: the converter stores a Resize's constant scales in fp16
+    and casts them back to the fp32 that Resize takes, which leaves the scales computed at run time (TensorRT
+    needs them constant, `tensorrt_check`)."""
+    from onnx import helper, numpy_helper
+    values = {init.name: init for init in graph.graph.initializer}
+    values.update({node.output[0]: next(a.t for a in node.attribute if a.name == "value")
+                   for node in graph.graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    kept = []
+    for node in graph.graph.node:
+        if node.op_type == "Cast" and node.input[0] in values:
+            target = helper.tensor_dtype_to_np_dtype(next(a.i for a in node.attribute if a.name == "to"))
+            folded = numpy_helper.to_array(values[node.input[0]]).astype(target)
+            graph.graph.initializer.append(numpy_helper.from_array(folded, node.output[0]))
+        else:
+            kept.append(node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
+    return graph
 
 
 def export_onnx(model, path, precision: str, options) -> None:
