@@ -7,8 +7,8 @@ content) and the versions of the packages that write it. An entry is exported in
 into place whole, under a lock file per key, so concurrent users (parallel tests, batch workers, a tune in another
 terminal) wait for one export instead of repeating it, and a killed export leaves nothing that looks finished.
 
-Export validation (`ExportOptions.validate`) runs once per entry: an entry first made without it is validated on the
-first request that asks for it, and the entry remembers that it was.
+Export validation (`ExportOptions.validate`) runs once per entry and validation footage: an entry made without it, or
+validated on other frames, is validated on the first request that asks for it, and the entry remembers on what.
 """
 import fcntl
 import hashlib
@@ -94,6 +94,13 @@ def describe(model, job: ExportJob) -> dict:
             "options": options, "versions": _package_versions(job.format)}
 
 
+def validation_of(options: ExportOptions) -> dict:
+    """What an export validation ran on: the clip's content (or the sample scene) and the number of frames."""
+    from rvm.media.samples import default_clip
+    clip = options.validation_clip or default_clip()
+    return {"clip": _content_digest(Path(clip)) if clip else "sample scene", "frames": options.validation_frames}
+
+
 class ArtifactStore:
     """`get(model, format, precision, options)` is the artifact's path, exported on first use."""
 
@@ -109,10 +116,10 @@ class ArtifactStore:
             entry = self._read(folder)
             if entry is None:
                 entry = self._export(model, job, facts, folder)
-            elif job.options.validate and not entry["validated"]:
+            elif job.options.validate and validation_of(job.options) not in entry["validated"]:
                 from .validate import validate_artifact
                 validate_artifact(model, folder / entry["artifact"], job.format, job.precision, job.options)
-                entry["validated"] = True
+                entry["validated"].append(validation_of(job.options))
                 self._write_entry(folder, entry)
         return folder / entry["artifact"]
 
@@ -121,7 +128,8 @@ class ArtifactStore:
         remove(work)
         try:
             path = run_job(model, job, work)
-            entry = {**facts, "artifact": path.name, "validated": job.options.validate, "created": time.time()}
+            entry = {**facts, "artifact": path.name, "created": time.time(),
+                     "validated": [validation_of(job.options)] if job.options.validate else []}
             self._write_entry(work, entry)
             remove(folder)
             os.replace(work, folder)

@@ -28,7 +28,7 @@ def test_second_request_is_served_from_the_store(model, tmp_path):
     second = store.get(model, "torchscript", "fp32", ExportOptions(validation_frames=2))
     assert second == first and len(ledger(store)) == 1
     entry = json.loads((first.parent / "entry.json").read_text())
-    assert entry["validated"] is True and entry["format"] == "torchscript"
+    assert len(entry["validated"]) == 1 and entry["validated"][0]["frames"] == 2 and entry["format"] == "torchscript"
     assert [e["path"] for e in store.entries()] == [str(first)]
 
 
