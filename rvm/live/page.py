@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 from rvm.errors import UsageError
 from rvm.live.sinks import LiveSink, Matted, rendered
 from rvm.media.video import to_uint8_hwc
+from rvm.web.guard import Guarded
 from rvm.web.site import bind_handler, url_of
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,10 @@ class PageSink(LiveSink):
     def _handler(self):
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(Guarded, BaseHTTPRequestHandler):
             def do_GET(self):
+                if self.refused():
+                    return
                 url = urlparse(self.path)
                 if url.path in ("/", "/index.html"):
                     self._send(PAGE.encode(), "text/html; charset=utf-8")
@@ -147,6 +150,8 @@ class PageSink(LiveSink):
                     self.send_error(HTTPStatus.NOT_FOUND)
 
             def do_POST(self):
+                if self.refused():
+                    return
                 url = urlparse(self.path)
                 if sink._session is None:
                     self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)

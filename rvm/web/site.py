@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Sequence
 from rvm import formats
 from rvm.contracts import ONNX_INPUTS, TF_INPUTS, TF_OUTPUTS
 from rvm.errors import MissingNodePackages, UsageError
+from rvm.web.guard import Guarded
 
 log = logging.getLogger(__name__)
 WEBAPP_DIR = Path(__file__).resolve().with_name("page")
@@ -167,11 +168,20 @@ def replace(temporary: Path, output: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-class PageHandler(SimpleHTTPRequestHandler):
-    """Static files; cross-origin isolation lets the wasm engines run multi-threaded (SharedArrayBuffer)."""
+class PageHandler(Guarded, SimpleHTTPRequestHandler):
+    """Static files; cross-origin isolation lets the wasm engines run multi-threaded (SharedArrayBuffer). Requests
+    naming another host are refused (rvm.web.guard)."""
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
                       ".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript"}
+
+    def do_GET(self):
+        if not self.refused():
+            super().do_GET()
+
+    def do_HEAD(self):
+        if not self.refused():
+            super().do_HEAD()
 
     def end_headers(self):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
