@@ -3,6 +3,7 @@ recurrent state flowing, the float layers kept where measurement says, within th
 those bounds reject a runtime fed the wrong colour order."""
 import numpy as np
 import onnx
+import pytest
 
 from rvm.compare import compare
 from rvm.exporters.int8 import ONNX_KEEP_FP32, calibration_samples
@@ -46,3 +47,13 @@ def test_onnx_int8_within_bounds_and_colour_swap_caught(model, store):
         assert failures(result, "onnx", "int8") == [], result.as_dict()
         broken = compare(PyTorchRuntime(model, device="cpu"), ColourOrderSwapped(runtime), clip, RATIO)
     assert failures(broken, "onnx", "int8"), broken.as_dict()
+
+
+@pytest.mark.parametrize("graph_optimization", ["disable", "basic"])
+def test_onnx_int8_within_bounds_on_other_kernel_paths(model, store, graph_optimization):
+    """ONNX Runtime without its graph optimisations runs the QDQ graph as written (no fused QLinear kernels), as a
+    runtime without them would: the same bounds hold (docs/parity.md, Kernel paths)."""
+    path = store.get(model, "onnx", "int8", ExportOptions(calibration=calibration(), validate=False))
+    with load(path, device="cpu", graph_optimization=graph_optimization) as runtime:
+        result = compare(PyTorchRuntime(model, device="cpu"), runtime, validation_frames(FRAMES), RATIO)
+    assert failures(result, "onnx", "int8") == [], result.as_dict()
