@@ -14,9 +14,10 @@ from rvm.contracts import ONNX_INPUTS, ONNX_OUTPUTS
 from rvm.errors import UsageError, ValidationError
 from rvm.exporters import export
 from rvm.formats import ExportOptions
+from rvm.media.samples import validation_frames
 from rvm.tolerances import Tolerance
 
-from .conftest import OFFICIAL_ONNX, RATIO, fgf_model, max_errors, need, pytorch_outputs
+from .conftest import CLIPS, OFFICIAL_ONNX, RATIO, fgf_model, max_errors, need, pytorch_outputs
 
 NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16}
 
@@ -265,3 +266,39 @@ def test_joined_depthwise_filters_compute_the_same_and_partial_blocks_stay():
     convs = {n.name: next(a.i for a in n.attribute if a.name == "group") for n in joined.graph.node
              if n.op_type == "Conv"}
     assert convs == {"mx_joined": 16, "vx": 4, "vy": 4}
+
+
+# The OBS background-removal plugin (locaal-ai/obs-backgroundremoval, ModelRVM) runs `rvm_mobilenetv3_fp32.onnx` by
+# position: inputs src, r1..r4, ratio; outputs from the second on (pha, r1o..r4o) fed back as r1..r4; a fixed
+# frame, ratio 1.0 at input 5, zero states preallocated at full size (r_i at 1/2^i of the frame, 16/20/40/64 channels)
+OBS_SIZE, OBS_CHANNELS = (320, 192), (16, 20, 40, 64)
+
+
+def obs_plugin_run(path, frames):
+    """The plugin's calls on the ONNX file at `path`: (fgr, pha) per frame."""
+    session = cpu_session(path)
+    assert [i.name for i in session.get_inputs()] == list(ONNX_INPUTS)  # positions, not names, reach it
+    assert [o.name for o in session.get_outputs()] == list(ONNX_OUTPUTS)
+    width, height = OBS_SIZE
+    states = [np.zeros((1, channels, height >> i, width >> i), np.float32)
+              for i, channels in enumerate(OBS_CHANNELS, start=1)]
+    outputs = []
+    for frame in frames:
+        fgr, pha, *fed_back = session.run(None, dict(zip([i.name for i in session.get_inputs()],
+                                                         [frame, *states, np.array([1.0], np.float32)])))
+        assert [s.shape for s in fed_back] == [s.shape for s in states]  # the plugin's buffers fit every frame
+        assert pha.shape == (1, 1, height, width)
+        states = fed_back
+        outputs.append((fgr, pha))
+    return outputs
+
+
+def test_obs_plugin_call_pattern_runs_our_default_export_as_the_official_file(artifacts):
+    """Ratio 1.0 runs the graph's refiner at full size, as the official file does (PyTorch skips it at 1.0): the
+    drop-in is judged against the official download under the same calls."""
+    frames = [np.ascontiguousarray(f.transpose(2, 0, 1)[None], np.float32) / 255
+              for f in validation_frames(6, need(CLIPS / "person_a.mp4"), OBS_SIZE)]
+    ours, official = obs_plugin_run(artifacts["fp32"], frames), obs_plugin_run(need(OFFICIAL_ONNX), frames)
+    assert np.mean([pha.mean() for _, pha in official]) > 0.05, "the person must be matted"
+    assert max(max_errors(ours, [(f.astype(np.float32), p) for f, p in official])) <= \
+        formats.get("onnx").tolerance("fp32").pha_max
