@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -221,11 +221,16 @@ class LiveSession:
 
     def _capture(self) -> None:
         opening = 0
+        outage = None  # (since, attempts) from a failure until the source delivers a frame again
         while not self._stopped.is_set():
+            why = "it ended"
             try:
                 for image in self.source.frames():
                     if self._stopped.is_set():
                         break
+                    if outage is not None:  # back only once it delivers: an open that fails on its first read is not
+                        log.info("%s is back after %d attempt(s)", self.source.name, outage[1])
+                        outage = None
                     captured = Captured(image, time.perf_counter(), opening)
                     with self.live_stats.lock:
                         self.live_stats.captured += 1
@@ -244,33 +249,38 @@ class LiveSession:
             except VideoError as error:
                 if self._stopped.is_set():
                     break
+                why = str(error)
                 log.warning("%s: opening it again", error)
             if self._stopped.is_set():
                 break
-            self._reopen()
+            outage = self._reopen(outage or (time.perf_counter(), 0), why)
             opening += 1
         self._captured.put(END)
 
-    def _reopen(self) -> None:
+    def _reopen(self, outage: Tuple[float, int], why: str) -> Tuple[float, int]:
+        """Open the source again: at once after frames were flowing, then with growing waits while it delivers none
+        (an open that fails on its first read counts as failed); past `reconnect_s` since the outage began, the
+        session ends with the last reason. Returns the outage, its attempts counted."""
         self.source.close()
-        deadline = time.perf_counter() + self.reconnect_s
-        attempt = 0
+        since, attempts = outage
         while True:
+            if attempts:
+                wait = BACKOFF_S[min(attempts - 1, len(BACKOFF_S) - 1)]
+                if time.perf_counter() + wait > since + self.reconnect_s or self._stopped.is_set():
+                    raise SourceLost(f"{self.source.name} was lost and did not come back within {self.reconnect_s:g} "
+                                     f"s ({attempts} attempts; last: {why}): check the camera or stream and start "
+                                     f"again")
+                self._stopped.wait(wait)
+            attempts += 1
             try:
                 self.source.open()
                 break
             except VideoError as error:
-                wait = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                attempt += 1
-                if time.perf_counter() + wait > deadline or self._stopped.is_set():
-                    raise SourceLost(f"{self.source.name} was lost and did not come back within {self.reconnect_s:g} "
-                                     f"s ({attempt} attempts; last: {error}): check the camera or stream and start "
-                                     f"again") from None
-                self._stopped.wait(wait)
+                why = str(error)
         with self.live_stats.lock:
             self.live_stats.reopens += 1
         self._describe_source()
-        log.info("%s is back after %d attempt(s)", self.source.name, attempt + 1)
+        return since, attempts
 
     def _infer(self) -> None:
         opening, index = 0, 0

@@ -22,6 +22,7 @@ from rvm.media.video import open_source
 log = logging.getLogger(__name__)
 Size = Tuple[int, int]
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "srt://", "rtmp://", "tcp://")
+HTTP_SCHEMES = ("http://", "https://")  # a file served over HTTP(S) may be finite: see CaptureSource
 READ_TIMEOUT_S = 5.0  # a stream silent this long has dropped
 
 
@@ -48,6 +49,25 @@ class LiveSource:
         return {"source": self.name, "size": f"{self.size[0]}x{self.size[1]}", "fps": round(float(self.fps), 3)}
 
 
+class Pacer:
+    """Frames of a file at its frame rate, as a camera delivers them: never faster, and after falling behind no
+    burst to catch up. Kept across loops: pacing does not restart with the file."""
+
+    def __init__(self):
+        self._next_due: Optional[float] = None
+
+    def paced(self, frames: Iterator[np.ndarray], fps: Fraction) -> Iterator[np.ndarray]:
+        interval = 1 / float(fps)
+        for frame in frames:
+            now = time.perf_counter()
+            if self._next_due is None or self._next_due < now - interval:  # first frame, or fell behind
+                self._next_due = now
+            elif self._next_due > now:
+                time.sleep(self._next_due - now)
+            self._next_due += interval
+            yield frame
+
+
 class FileSource(LiveSource):
     """A video file or image folder delivered at its frame rate (or `fps`), resized to `size` if given."""
 
@@ -55,7 +75,7 @@ class FileSource(LiveSource):
         self.path, self.requested_size, self.requested_fps, self.loops = Path(path), size, fps, loop
         self.name = str(path)
         self._source = None
-        self._next_due: Optional[float] = None  # kept across loops: pacing does not restart with the file
+        self._pacer = Pacer()
 
     def open(self) -> None:
         self._source = open_source(self.path, self.requested_size)
@@ -63,15 +83,7 @@ class FileSource(LiveSource):
         self.fps = Fraction(self.requested_fps).limit_denominator(1001) if self.requested_fps else self._source.fps
 
     def frames(self) -> Iterator[np.ndarray]:
-        interval = 1 / float(self.fps)
-        for frame in self._source:
-            now = time.perf_counter()
-            if self._next_due is None or self._next_due < now - interval:  # first frame, or fell behind: no bursts
-                self._next_due = now
-            elif self._next_due > now:
-                time.sleep(self._next_due - now)
-            self._next_due += interval
-            yield frame
+        return self._pacer.paced(iter(self._source), self.fps)
 
     def close(self) -> None:
         if self._source is not None:
@@ -102,15 +114,25 @@ def capture_input(spec: str, system: Optional[str] = None) -> Tuple[str, Optiona
 
 
 class CaptureSource(LiveSource):
-    """A camera or network stream through FFmpeg (PyAV)."""
+    """A camera or network stream through FFmpeg (PyAV). A file served over HTTP(S) (the server gives its length)
+    is finite, as a local file is: played at its frame rate, its end ends the session, or starts it again with
+    `loop`; everything else is live, and its end is a fault to recover from."""
 
-    live = True
-
-    def __init__(self, spec: str, size: Optional[Size] = None, fps: Optional[float] = None):
+    def __init__(self, spec: str, size: Optional[Size] = None, fps: Optional[float] = None, loop: bool = False):
         self.name = spec
         self.input, self.format = capture_input(spec)
-        self.requested_size, self.requested_fps = size, fps
+        self.requested_size, self.requested_fps, self.loop = size, fps, loop
         self._container = None
+        self.finite = False
+        self._pacer = Pacer()
+
+    @property
+    def live(self) -> bool:
+        return not self.finite
+
+    @property
+    def loops(self) -> bool:
+        return self.finite and self.loop
 
     def _options(self) -> Dict[str, str]:
         options = {}
@@ -137,11 +159,12 @@ class CaptureSource(LiveSource):
         self._stream = stream
         self.size = (stream.codec_context.width, stream.codec_context.height)
         self.fps = Fraction(stream.average_rate or stream.guessed_rate or self.requested_fps or 30)
+        self.finite = self.input.startswith(HTTP_SCHEMES) and (self._container.size or 0) > 0
 
     def frames(self) -> Iterator[np.ndarray]:
+        decoded = (frame.to_ndarray(format="rgb24") for frame in self._container.decode(self._stream))
         try:
-            for frame in self._container.decode(self._stream):
-                yield frame.to_ndarray(format="rgb24")
+            yield from self._pacer.paced(decoded, self.fps) if self.finite else decoded
         except (av.error.FFmpegError, OSError) as error:
             raise VideoError(f"{self.name} failed: {getattr(error, 'strerror', None) or error}") from None
 
@@ -165,6 +188,7 @@ def open_live_source(spec, size: Optional[Size] = None, fps: Optional[float] = N
     spec = str(spec)
     if Path(spec).exists() and not spec.startswith("/dev/video"):
         return FileSource(spec, size, fps, loop)
-    if loop:
-        raise UsageError(f"--loop replays a video file; {spec} is a camera or stream (or a file that does not exist)")
-    return CaptureSource(spec, size, fps)
+    if loop and not spec.startswith(HTTP_SCHEMES):
+        raise UsageError(f"--loop replays a video file (local or over HTTP); {spec} is a camera or stream (or a file "
+                         f"that does not exist)")
+    return CaptureSource(spec, size, fps, loop)
