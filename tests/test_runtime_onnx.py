@@ -12,12 +12,7 @@ from rvm.runtimes import BackendUnavailable, ResolutionChangedError, Runtime
 from rvm.runtimes.onnxruntime import OnnxRuntime
 from rvm.runtimes.pytorch import PyTorchRuntime
 
-from .conftest import CLIPS, OFFICIAL_ONNX, clip_frames, dgf_model, need
-
-
-@pytest.fixture(scope="module")
-def model():
-    return dgf_model()
+from .conftest import CLIPS, OFFICIAL_ONNX, clip_frames, need
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +120,17 @@ def test_convert_with_official_download(official, tmp_path):
 
 @pytest.mark.parametrize("level", ["disable", "basic", "all"])
 @pytest.mark.parametrize("artifact", ["official", "ours fp32", "ours fp16", "ours static fp32"])
-def test_every_graph_optimisation_level_matches_pytorch(official, model, frames, tmp_path, level, artifact):
+def test_every_graph_optimisation_level_matches_pytorch(official, model, store, frames, level, artifact):
     """ONNX Runtime rewrites the graph at load (fusions, layout changes) depending on the level: each kernel path a
     user may end up on must agree with PyTorch within the registered tolerance (the static graph carries the
     blocked-layout rewrites, which only the highest level turns into blocked kernels)."""
     precision = artifact.rpartition(" ")[2] if artifact != "official" else "fp32"
     if artifact == "official":
         path = official
-    else:
-        path = tmp_path / f"rvm_mobilenetv3_{precision}.onnx"
+    else:  # from the run's store: exported once for the three levels
         height, width = frames[0].shape[2:]
         static = dict(static=True, resolution=(width, height), downsample_ratio=0.5) if "static" in artifact else {}
-        export_onnx(model, path, precision, ExportOptions(**static))
+        path = store.get(model, "onnx", precision, ExportOptions(validate=False, **static))
     with OnnxRuntime.from_path(path, device="cpu", graph_optimization=level) as runtime:
         result = compare(PyTorchRuntime(model, device="cpu"), runtime, frames, 0.5)
     problems = result.failures(formats.get("onnx").tolerance(precision))
