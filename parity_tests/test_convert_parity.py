@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from rvm import MattingNetwork, formats
-from rvm.exporters import ExportOptions, export
+from rvm.exporters import ExportOptions
+from rvm.exporters.store import ArtifactStore
 from rvm.media.request import ConvertRequest
 from rvm.media.video import read_frames
 from rvm.runtimes import load
@@ -39,7 +40,7 @@ def reference_alpha(model, tmp_path_factory):
 @pytest.mark.parametrize("fmt,precision", [("onnx", "fp32"), ("onnx", "fp16"), ("torchscript", "fp32"),
                                            ("tf", "fp32")])
 def test_converted_alpha_matches_pytorch(model, reference_alpha, fmt, precision, tmp_path):
-    artifact = export(model, fmt, precision, tmp_path, options=ExportOptions(validate=False))
+    artifact = ArtifactStore().get(model, fmt, precision, ExportOptions(validate=False))  # the run's store
     with load(artifact, device="cpu") as runtime:
         alpha = convert_alpha(runtime, tmp_path / "alpha")
     assert alpha.shape == reference_alpha.shape and alpha.shape[:3] == (58, SIZE[1], SIZE[0])

@@ -69,9 +69,9 @@ def dgf_model():
 
 
 @pytest.fixture(scope="module")
-def dgf_export(dgf_model, tmp_path_factory):
-    """Exported once through the public entry point, validated on export."""
-    return export(dgf_model, "tf", "fp32", tmp_path_factory.mktemp("tf_dgf"))
+def dgf_export(dgf_model, store):
+    """From the run's store (exported once per run), validated."""
+    return store.get(dgf_model, "tf", "fp32")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 from rvm import formats
 from rvm.compare import compare
 from rvm.exporters import ExportOptions
-from rvm.exporters.onnx import export_onnx
 from rvm.runtimes import BackendUnavailable, ResolutionChangedError, Runtime
 from rvm.runtimes.onnxruntime import OnnxRuntime
 from rvm.runtimes.pytorch import PyTorchRuntime
@@ -81,9 +80,8 @@ def test_state_from_another_resolution(official, frames):
         resetting.run_nchw(frames[1])
 
 
-def test_fp16_artifact_takes_fp16_and_reports_fp32(model, frames, tmp_path):
-    path = tmp_path / "rvm_mobilenetv3_fp16.onnx"
-    export_onnx(model, path, "fp16", ExportOptions())
+def test_fp16_artifact_takes_fp16_and_reports_fp32(model, store, frames):
+    path = store.get(model, "onnx", "fp16", ExportOptions(validate=False))
     runtime = Runtime.load(path, device="cpu", downsample_ratio=0.4)  # 0.4 is not exact in fp16: kept fp32
     assert runtime.info.precision == "fp16" and runtime.info.metadata.precision == "fp16"
     fgr, pha = runtime.run_nchw(frames[0])
