@@ -1,11 +1,12 @@
 """The artifact store: every artifact the toolkit makes for its own use (parity rows, bench rows, tune candidates,
 the test suite's artifacts) exported once, kept in the user's cache, keyed by what determines its bytes.
 
-The key is the checkpoint's weights (a hash of the state dict, with variant and refiner), the format and precision,
-the options that shape the file (static size and ratio, container kind, simplification, the calibration frames'
-content) and the versions of the packages that write it. An entry is exported into a temporary folder and renamed
-into place whole, under a lock file per key, so concurrent users (parallel tests, batch workers, a tune in another
-terminal) wait for one export instead of repeating it, and a killed export leaves nothing that looks finished.
+The key is the checkpoint's weights (a hash of the state dict, with variant and refiner) and the checkpoint file the
+artifact's metadata names, the format and precision, the options that shape the file (static size and ratio,
+container kind, simplification, the calibration frames' content) and the versions of the packages that write it.
+An entry is exported into a temporary folder and renamed into place whole, under a lock file per key, so concurrent
+users (parallel tests, batch workers, a tune in another terminal) wait for one export instead of repeating it, and a
+killed export leaves nothing that looks finished.
 
 Export validation (`ExportOptions.validate`) runs once per entry and validation footage: an entry made without it, or
 validated on other frames, is validated on the first request that asks for it, and the entry remembers on what.
@@ -90,8 +91,11 @@ def describe(model, job: ExportJob) -> dict:
         options["downsample_ratio"] = (job.options.downsample_ratio or VALIDATION_RATIO) if calibrated else None
     if job.options.calibration:
         options["calibration"] = [_content_digest(source) for source in calibration_sources(job.options.calibration)]
-    return {"weights": weights_digest(model), "format": job.format.name, "precision": job.precision,
-            "options": options, "versions": _package_versions(job.format)}
+    info = getattr(model, "checkpoint_info", {}) or {}  # what the artifact's metadata names (rvm.metadata)
+    return {"weights": weights_digest(model), "checkpoint": [info.get("name") or info.get("path", ""),
+                                                             info.get("sha256", "")],
+            "format": job.format.name, "precision": job.precision, "options": options,
+            "versions": _package_versions(job.format)}
 
 
 def validation_of(options: ExportOptions) -> dict:

@@ -48,6 +48,13 @@ def test_key_follows_what_shapes_the_artifact(model, tmp_path):
     static = dict(static=True, resolution=(320, 192))
     assert key("onnx", "fp32", downsample_ratio=0.5, **static) != key("onnx", "fp32", downsample_ratio=0.25, **static)
     assert key("onnx", "fp32") != key("onnx", "fp16")
+    # the same weights loaded from another checkpoint file: the artifact's metadata names that file
+    named = key("onnx", "fp32")
+    model.checkpoint_info = {"name": "rvm_mobilenetv3.pth", "sha256": "0" * 64}
+    try:
+        assert key("onnx", "fp32") != named
+    finally:
+        del model.checkpoint_info
 
 
 def _get_in_a_process(root: str) -> str:
