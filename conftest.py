@@ -27,9 +27,8 @@ def pytest_configure(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    ledger = Path(os.environ[STORE_ENV]) / "exports.log"
-    stored = collections.Counter(" ".join(line.split()[:2]) for line in
-                                 (ledger.read_text().splitlines() if ledger.exists() else []))
+    from rvm.exporters.store import ArtifactStore
+    stored = ArtifactStore(os.environ[STORE_ENV]).exported()
     terminalreporter.write_sep("-", f"exports: {sum(stored.values())} into the artifact store, "
                                     f"{sum(_direct_exports.values())} directly in this process")
     for title, counts in (("store", stored), ("direct", _direct_exports)):

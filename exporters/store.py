@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import metadata
@@ -62,14 +63,12 @@ def weights_digest(model) -> str:
 
 def _content_digest(path: Path) -> str:
     """A calibration source's identity: a clip's bytes, or a folder's frames (names, which order them, and bytes)."""
+    from rvm.checkpoints import sha256_of
+    if not path.is_dir():
+        return sha256_of(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path)}:{sha256_of(file)}".encode())
     return digest.hexdigest()
 
 
@@ -120,10 +119,10 @@ class ArtifactStore:
             entry = self._read(folder)
             if entry is None:
                 entry = self._export(model, job, facts, folder)
-            elif job.options.validate and validation_of(job.options) not in entry["validated"]:
+            elif job.options.validate and (validation := validation_of(job.options)) not in entry["validated"]:
                 from .validate import validate_artifact
                 validate_artifact(model, folder / entry["artifact"], job.format, job.precision, job.options)
-                entry["validated"].append(validation_of(job.options))
+                entry["validated"].append(validation)
                 self._write_entry(folder, entry)
         return folder / entry["artifact"]
 
@@ -179,12 +178,13 @@ class ArtifactStore:
             return 0
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
 
-    def exports(self) -> int:
-        """How many exports the store has run (its ledger's lines)."""
+    def exported(self) -> Counter:
+        """How many exports the store has run, by "format precision" (its ledger)."""
         try:
-            return len((self.root / LEDGER_FILE).read_text().splitlines())
+            lines = (self.root / LEDGER_FILE).read_text().splitlines()
         except OSError:
-            return 0
+            return Counter()
+        return Counter(" ".join(line.split()[:2]) for line in lines)
 
     def clear(self) -> None:
         """Remove every entry (and the ledger); artifacts a tuning record chose are kept in its own folder."""

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from rvm.exporters.store import LEDGER_FILE, ArtifactStore, describe
+from rvm.exporters.store import ArtifactStore, describe
 from rvm.formats import ExportOptions, plan
 
 from .conftest import CLIPS, DGF_WEIGHTS, need
 
 FAST = ExportOptions(validate=False)  # TorchScript fp32 without validation: the quickest real export
-
-
-def ledger(store: ArtifactStore):
-    return (store.root / LEDGER_FILE).read_text().splitlines()
 
 
 def test_second_request_is_served_from_the_store(model, tmp_path):
@@ -26,7 +22,7 @@ def test_second_request_is_served_from_the_store(model, tmp_path):
     assert first.name == "rvm_mobilenetv3_fp32.torchscript" and first.is_file()
     # validation settings do not change the file: the same entry, validated now (once) and remembered as such
     second = store.get(model, "torchscript", "fp32", ExportOptions(validation_frames=2))
-    assert second == first and len(ledger(store)) == 1
+    assert second == first and store.exported() == {"torchscript fp32": 1}
     entry = json.loads((first.parent / "entry.json").read_text())
     assert len(entry["validated"]) == 1 and entry["validated"][0]["frames"] == 2 and entry["format"] == "torchscript"
     assert [e["path"] for e in store.entries()] == [str(first)]
@@ -68,7 +64,7 @@ def test_concurrent_processes_share_one_export(tmp_path):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         paths = pool.map(_get_in_a_process, [root, root])
     assert paths[0] == paths[1] and Path(paths[0]).is_file()
-    assert len(ledger(ArtifactStore(root))) == 1
+    assert ArtifactStore(root).exported() == {"torchscript fp32": 1}
 
 
 def test_a_failed_export_leaves_nothing_behind(model, tmp_path, monkeypatch):
