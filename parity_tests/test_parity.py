@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 from rvm import formats
-from rvm.compare import RecordedReference, compare
 from rvm.measure.parity import Proof, prove, to_json, to_markdown
 from rvm.media.samples import SCENE_SIZE, sample_scene, validation_frames
-from rvm.runtimes.pytorch import PyTorchRuntime
 from rvm.targets import Target, targets
 from tests.artifact_helpers import StateZeroedEveryFrame
 from tests.conftest import CLIPS, WEIGHTS, dgf_model, need
@@ -68,13 +66,6 @@ def rows(model, frames):
     patch.undo()
 
 
-@pytest.fixture(scope="module")
-def scene_references(model):
-    """PyTorch on the sample scene at each size a row validates at, computed once for every row."""
-    references = {}
-    return lambda size: references.setdefault(size, RecordedReference(PyTorchRuntime(model, device="cpu")))
-
-
 @pytest.mark.parametrize("target", [target_param(t) for t in TARGETS])
 def test_row_within_its_tolerance(rows, target):
     row = rows[(target.name, target.precision)]
@@ -112,7 +103,7 @@ def assert_worst_pixel_bound_rejects(bounds, broken) -> None:
 
 
 @pytest.mark.parametrize("target", [target_param(t) for t in TARGETS])
-def test_row_on_the_sample_scene(rows, model, scene_references, target):
+def test_row_on_the_sample_scene(rows, model, target):
     """A user's export without a clip is validated on the sample scene, at the size it validates there (its own
     for a static artifact) and the ratio of these rows: the artifact holds the scene's bounds, and the same
     artifact with its state zeroed every frame misses them."""
@@ -121,10 +112,10 @@ def test_row_on_the_sample_scene(rows, model, scene_references, target):
         pytest.skip(f"{target.name} {target.precision} did not run here: {row.reason}")
     bounds = target.format.tolerance(target.precision, model.refiner_name, scene=True)
     with target.format.load(row.artifact, device="cpu") as runtime:
-        size = tuple(runtime.info.fixed_resolution or SCENE_SIZE)
-        scene, reference = sample_scene(SCENE_FRAMES, size), scene_references(size)
-        result = compare(reference, runtime, scene, 0.5)
-        broken = compare(reference, StateZeroedEveryFrame(runtime), scene, 0.5)
+        # the proof's reference is keyed by the frames themselves: PyTorch runs once per scene size for every row
+        scene = sample_scene(SCENE_FRAMES, runtime.info.fixed_resolution or SCENE_SIZE)
+        result = rows.proof.compare(runtime, scene, 0.5)
+        broken = rows.proof.compare(StateZeroedEveryFrame(runtime), scene, 0.5)
     if bounds.needs_clip:  # the reason validation gives still holds: the scene cannot tell the two apart
         assert broken.metrics.mad < 2 * result.metrics.mad, (
             f"{target.name} {target.precision} now carries its state visibly on the scene (MAD {result.metrics.mad:.2f}"
