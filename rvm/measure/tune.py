@@ -6,7 +6,8 @@ against PyTorch fp32 over recurrent frames with its registered bounds (the user'
 scene with the scene's bounds: `rvm.measure.parity.prove`), and the proven ones are benched side by side with
 PyTorch eager and the official ONNX download, repeats taking turns (`rvm.measure.bench.interleaved_rates`). The record
 (`rvm.tuning`) keeps every candidate's frames/s, alpha MAD, dtSSD and status, and the choice per quality class; the
-chosen artifacts are kept beside it, the others deleted. A speed-against-MAD plot (PNG) is written beside it.
+chosen artifacts are copied beside it from the artifact store, where every candidate stays for the next tune. A
+speed-against-MAD plot (PNG) is written beside it.
 """
 import datetime
 import logging
